@@ -1,0 +1,1 @@
+"""shelfscan converter (workstation, TensorFlow)."""

@@ -1,0 +1,159 @@
+"""Small pure functions over a TFLite interpreter, in the spirit of pycoral's ``adapters``.
+
+They work on any interpreter with the standard Python API (``ai_edge_litert``,
+``tflite_runtime`` or ``tf.lite``), so the rest of ``edge`` never touches backend details.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_DTYPE_NAMES = {np.float32: "float32", np.uint8: "uint8", np.int8: "int8", np.float16: "float16", np.int16: "int16"}
+_PASS_THROUGH_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What the model file says about one input or output tensor."""
+
+    index: int
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("uint8", "int8", "int16") and self.scale > 0
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """The facts a bundle manifest is cross-checked against."""
+
+    input: TensorInfo
+    output: TensorInfo
+    output_kind: str  # "probabilities", "logits" or "sigmoid"
+
+
+@dataclass(frozen=True)
+class DelegateSummary:
+    """How much of the graph a delegate (XNNPACK on CPU) took over."""
+
+    delegate_nodes: int
+    delegated_ops: int
+    total_ops: int
+
+    @property
+    def applied(self) -> bool:
+        return self.delegate_nodes > 0
+
+
+def dtype_name(dtype: Any) -> str:
+    """Name of a numpy dtype class as written in manifests (``float32``, ``uint8``, ...)."""
+    return _DTYPE_NAMES.get(dtype, np.dtype(dtype).name)
+
+
+def tensor_info(details: dict[str, Any]) -> TensorInfo:
+    """Convert one entry of ``get_input_details()`` / ``get_output_details()``."""
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return TensorInfo(
+        index=int(details["index"]),
+        dtype=dtype_name(details["dtype"]),
+        shape=tuple(int(d) for d in details["shape"]),
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+def describe_io(interpreter: Any) -> ModelIO:
+    """Describe a single-input, single-output classifier; anything else is rejected."""
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"expected a classifier with 1 input and 1 output, found {len(inputs)} and {len(outputs)}")
+    out = tensor_info(outputs[0])
+    return ModelIO(tensor_info(inputs[0]), out, output_kind(interpreter, out.index))
+
+
+def _original_ops(interpreter: Any) -> list[dict[str, Any]]:
+    """Ops as written in the model; delegate kernels are appended after them by the runtime."""
+    try:
+        ops = interpreter._get_ops_details()
+    except AttributeError:  # very old runtimes: no graph introspection
+        return []
+    return [op for op in ops if op["op_name"] != "DELEGATE"]
+
+
+def output_kind(interpreter: Any, output_index: int) -> str:
+    """Tell probabilities (softmax) from sigmoid scores and raw logits by the producing op."""
+    producer = {int(t): op for op in _original_ops(interpreter) for t in op["outputs"]}
+    tensor = output_index
+    for _ in range(8):  # walk back through quantize/reshape wrappers
+        op = producer.get(tensor)
+        if op is None:
+            return "logits"
+        if op["op_name"] == "SOFTMAX":
+            return "probabilities"
+        if op["op_name"] == "LOGISTIC":
+            return "sigmoid"
+        if op["op_name"] not in _PASS_THROUGH_OPS or len(op["inputs"]) == 0:
+            return "logits"
+        tensor = int(op["inputs"][0])
+    return "logits"
+
+
+def delegate_summary(interpreter: Any) -> DelegateSummary:
+    """Count delegate kernels and the original ops they replaced.
+
+    The runtime lists the model's ops followed by one ``DELEGATE`` node per partition; the ops
+    a partition replaced are those reachable backwards from its outputs without crossing its
+    inputs.
+    """
+    try:
+        ops = interpreter._get_ops_details()
+    except AttributeError:
+        return DelegateSummary(0, 0, 0)
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
+    producer = {int(t): i for i, op in enumerate(original) for t in op["outputs"]}
+    taken: set[int] = set()
+    for node in delegates:
+        boundary = {int(t) for t in node["inputs"]}
+        stack = [int(t) for t in node["outputs"]]
+        while stack:
+            tensor = stack.pop()
+            i = producer.get(tensor)
+            if tensor in boundary or i is None or i in taken:
+                continue
+            taken.add(i)
+            stack.extend(int(t) for t in original[i]["inputs"] if int(t) >= 0)
+    return DelegateSummary(len(delegates), len(taken), len(original))
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Real values of quantized ``uint8``/``int8`` data; float data is returned as float32.
+
+    The subtraction is done in int64, as pycoral does: ``uint8 - zero_point`` in the tensor's
+    own dtype wraps around (0 - 128 becomes 128) and silently reorders scores.
+    """
+    if values.dtype.kind == "f" or scale <= 0:
+        return values.astype(np.float32, copy=False)
+    return (scale * (values.astype(np.int64) - zero_point)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """Indices and scores of the ``k`` best classes, best first (ties: lower index first)."""
+    k = max(1, min(k, scores.size))
+    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+    order = part[np.lexsort((part, -scores[part]))]
+    return [(int(i), float(scores[i])) for i in order]

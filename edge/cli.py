@@ -1,0 +1,93 @@
+"""``shelfscan-agent``: the device-side command line.
+
+Subcommands import their modules lazily so ``--help`` stays instant on a Raspberry Pi and
+never pulls in OpenCV or an interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edge import __version__
+from edge.errors import ShelfscanError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--bundle DIR`` or ``--model F --labels F`` plus preprocessing overrides for bare models."""
+    src = p.add_argument_group("model (a bundle, or a bare .tflite with labels)")
+    src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
+    src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
+    src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
+    src.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: cores, at most 4)")
+    pre = p.add_argument_group("preprocessing for bare models (bundles carry their own)")
+    pre.add_argument("--normalization", choices=["minus_one_to_one", "zero_to_one", "raw"],
+                     help="float input range (default: inferred from input quantization, else [-1, 1])")  # fmt: skip
+    pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean on 0..255 (1 or 3 values)")
+    pre.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std on 0..255 (1 or 3 values)")
+    pre.add_argument("--resize", choices=["center_crop", "stretch"], help="resize policy (default center_crop)")
+    pre.add_argument("--crop-fraction", type=float, metavar="F", help="keep this fraction of the centre crop")
+    pre.add_argument("--color-order", choices=["RGB", "BGR"], help="model channel order (default RGB)")
+
+
+def open_classifier(args: argparse.Namespace):
+    """Build a classifier from parsed ``add_model_args`` options, with one-line usage errors."""
+    from edge.preprocess import NORMALIZATIONS
+    from edge.runtime import Classifier
+
+    if args.bundle and args.model:
+        raise ShelfscanError("give either --bundle or --model/--labels, not both")
+    if args.bundle:
+        return Classifier.from_bundle(args.bundle, args.threads)
+    if not args.model or not args.labels:
+        raise ShelfscanError("no model: pass --bundle DIR, or --model FILE with --labels FILE")
+    overrides: dict[str, object] = {
+        "resize": args.resize, "crop_fraction": args.crop_fraction, "color_order": args.color_order,
+    }  # fmt: skip
+    if args.normalization:
+        mean, std = NORMALIZATIONS[args.normalization]
+        overrides |= {"mean": (mean,) * 3, "std": (std,) * 3}
+    for name in ("mean", "std"):
+        values = getattr(args, name)
+        if values:
+            if len(values) not in (1, 3):
+                raise ShelfscanError(f"--{name} takes 1 or 3 values, got {len(values)}")
+            overrides[name] = tuple(values * 3 if len(values) == 1 else values)
+    return Classifier.from_files(args.model, args.labels, args.threads, **overrides)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    from edge import classify_cli
+
+    parser = argparse.ArgumentParser(
+        prog="shelfscan-agent",
+        description="shelfscan on-device agent: classify shelf images locally and report products over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"shelfscan {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    handlers: dict[str, Handler] = {}
+    classify_cli.register(sub, handlers)
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return handlers[args.command](args)
+    except ShelfscanError as exc:
+        print(f"shelfscan-agent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

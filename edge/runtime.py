@@ -1,0 +1,191 @@
+"""The on-device inference runtime: pick a TFLite interpreter package and classify frames.
+
+Order: ``ai_edge_litert`` (the maintained package), ``tflite_runtime`` (legacy devices that
+cannot upgrade), then TensorFlow's ``tf.lite`` (workstations). ``SHELFSCAN_RUNTIME`` forces
+one, which is how a user checks that a variant behaves the same on every runtime.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge.adapters import DelegateSummary, ModelIO, delegate_summary, dequantize, describe_io, softmax, top_k
+from edge.bundle import Bundle, check_model_io, load_bundle, open_bare
+from edge.errors import BundleError, RuntimeUnavailableError
+from edge.preprocess import Preprocessor, read_image
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+_MODULES = {
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "tensorflow": "tensorflow",
+}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    version: str
+    interpreter_cls: Any
+
+
+@functools.cache
+def load_backend(preferred: str | None = None) -> Backend:
+    """Import the first available interpreter package (or ``preferred`` / ``$SHELFSCAN_RUNTIME``)."""
+    preferred = preferred or os.environ.get("SHELFSCAN_RUNTIME") or None
+    if preferred and preferred not in BACKENDS:
+        raise RuntimeUnavailableError(f"unknown runtime {preferred!r}; choose one of {', '.join(BACKENDS)}")
+    tried = []
+    for name in [preferred] if preferred else BACKENDS:
+        try:
+            module = importlib.import_module(_MODULES[name])
+        except Exception as exc:  # a broken install (numpy ABI) raises more than ImportError
+            tried.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            continue
+        cls = module.lite.Interpreter if name == "tensorflow" else module.Interpreter
+        top = importlib.import_module(name.split(".")[0])
+        version = str(getattr(top, "__version__", "unknown"))
+        log.info("TFLite runtime: %s %s", name, version)
+        return Backend(name, version, cls)
+    raise RuntimeUnavailableError(
+        "no TFLite runtime could be imported (" + "; ".join(tried) + "); install one with: pip install ai-edge-litert"
+    )
+
+
+def default_threads() -> int:
+    """All cores up to four: beyond that TFLite CPU kernels rarely scale on edge boards."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def make_interpreter(model: str | Path | bytes, threads: int | None = None, backend: Backend | None = None) -> Any:
+    """Create and allocate an interpreter; a file that is not a TFLite model is a :class:`BundleError`."""
+    backend = backend or load_backend()
+    threads = threads or default_threads()
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    try:
+        interpreter = backend.interpreter_cls(num_threads=threads, **source)
+        interpreter.allocate_tensors()
+    except ValueError as exc:
+        where = "model bytes" if isinstance(model, bytes) else str(model)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"{where}: not a loadable TFLite model ({first})") from None
+    return interpreter
+
+
+def inspect_model(model: str | Path, threads: int | None = None) -> tuple[Any, ModelIO]:
+    """Open a model and describe its input/output tensors."""
+    interpreter = make_interpreter(model, threads)
+    try:
+        return interpreter, describe_io(interpreter)
+    except ValueError as exc:
+        raise BundleError(f"{model}: {exc}") from None
+
+
+class Prediction(NamedTuple):
+    label: str
+    index: int
+    score: float
+
+
+class Classifier:
+    """A validated bundle bound to an interpreter; turns images into scored labels.
+
+    Not thread-safe: one classifier per inference thread (interpreters are not re-entrant).
+    """
+
+    def __init__(self, bundle: Bundle, interpreter: Any, backend: Backend, threads: int) -> None:
+        io = describe_io(interpreter)
+        check_model_io(bundle, io)
+        self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
+        self.labels = bundle.labels
+        self.io = io
+        self.output_kind = io.output_kind
+        self.preprocessor = Preprocessor(bundle.spec, io.input.dtype, io.input.scale, io.input.zero_point)  # type: ignore[arg-type]
+        self._in, self._out = io.input.index, io.output.index
+        self._out_q = (io.output.scale, io.output.zero_point) if io.output.quantized else (0.0, 0)
+        self.delegate: DelegateSummary = delegate_summary(interpreter)
+        log.info(
+            "model %s %s (%s): runtime %s %s, %d threads, XNNPACK %s (%d of %d ops), input %s via %s",
+            bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, backend.name, backend.version,
+            threads, "applied" if self.delegate.applied else "not applied", self.delegate.delegated_ops,
+            self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
+        )  # fmt: skip
+
+    @classmethod
+    def from_bundle(cls, bundle: str | Path | Bundle, threads: int | None = None) -> Classifier:
+        """Load and fully validate a bundle directory, then bind an interpreter to it."""
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        threads = threads or default_threads()
+        backend = load_backend()
+        return cls(bundle, make_interpreter(bundle.model_path, threads, backend), backend, threads)
+
+    @classmethod
+    def from_files(
+        cls, model: str | Path, labels: str | Path, threads: int | None = None, **spec_overrides: Any
+    ) -> Classifier:
+        """Open a bare ``.tflite`` + labels; preprocessing from ``spec_overrides`` or inferred."""
+        threads = threads or default_threads()
+        bundle, interpreter = open_bare(model, labels, threads=threads, **spec_overrides)
+        return cls(bundle, interpreter, load_backend(), threads)
+
+    # -- inference --------------------------------------------------------------------------
+    def invoke(self) -> np.ndarray:
+        """Run the model on the preprocessor's buffer; returns scores (probabilities if softmax)."""
+        self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
+        self.interpreter.invoke()
+        return self.output_scores()
+
+    def output_scores(self) -> np.ndarray:
+        """Dequantized output of the last invoke, as probabilities unless the model gives sigmoid scores."""
+        raw = self.interpreter.get_tensor(self._out)[0]
+        scores = dequantize(raw, *self._out_q)
+        return softmax(scores) if self.output_kind == "logits" else scores
+
+    def scores_bgr(self, frame: np.ndarray) -> np.ndarray:
+        self.preprocessor.from_bgr(frame)
+        return self.invoke()
+
+    def predictions(self, scores: np.ndarray, k: int = 5) -> list[Prediction]:
+        return [Prediction(self.labels[i], i, s) for i, s in top_k(scores, k)]
+
+    def classify_bgr(self, frame: np.ndarray, k: int = 5) -> list[Prediction]:
+        """Top-``k`` for an OpenCV BGR frame: the agent's hot path."""
+        return self.predictions(self.scores_bgr(frame), k)
+
+    def classify_rgb(self, image: np.ndarray, k: int = 5) -> list[Prediction]:
+        self.preprocessor.from_rgb(image)
+        return self.predictions(self.invoke(), k)
+
+    def classify_pil(self, image: Any, k: int = 5) -> list[Prediction]:
+        self.preprocessor.from_pil(image)
+        return self.predictions(self.invoke(), k)
+
+    def classify_path(self, path: str | Path, k: int = 5) -> list[Prediction]:
+        return self.classify_bgr(read_image(path), k)
+
+    def describe(self) -> dict[str, Any]:
+        """Model and runtime facts for logs, ``--json`` output and benchmark reports."""
+        m = self.bundle.manifest
+        return {
+            "model": self.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
+            "runtime": {"package": self.backend.name, "version": self.backend.version, "threads": self.threads},
+            "delegate": {
+                "xnnpack_applied": self.delegate.applied,
+                "delegated_ops": self.delegate.delegated_ops,
+                "total_ops": self.delegate.total_ops,
+            },
+            "input": {"dtype": self.io.input.dtype, "shape": list(self.io.input.shape), "path": self.preprocessor.mode},
+            "output_kind": self.output_kind,
+            "preprocessing": m.preprocessing.model_dump(),
+        }

@@ -1,0 +1,1 @@
+"""shelfscan trainer (workstation, TensorFlow)."""
