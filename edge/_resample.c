@@ -114,24 +114,38 @@ static void transpose3(const uint8_t *in, Py_ssize_t in_stride, int h, int w, ui
 
 /* Pillow's order: horizontal pass (rounded to 8 bits) over the rows the vertical pass needs,
  * then the vertical pass. Done as transpose -> row pass -> transpose -> row pass. */
-static int resize_window(const uint8_t *src, Py_ssize_t stride, int wy, int wx, uint8_t *dst, int oh, int ow,
-                         const int *xb, const int32_t *xk, int xks, const int *yb, const int32_t *yk, int yks) {
-    int ybox0 = yb[0], ybox1 = yb[2 * (oh - 1)] + yb[2 * (oh - 1) + 1], rows = ybox1 - ybox0;
-    size_t big = (size_t)rows * (wx > ow ? wx : ow) * 3;
-    uint8_t *t_in = malloc((size_t)wx * rows * 3 + 1); /* (wx, rows, 3) */
-    uint8_t *t_mid = malloc((size_t)ow * rows * 3); /* (ow, rows, 3) */
-    uint8_t *mid = malloc((size_t)rows * ow * 3 + 1);  /* (rows, ow, 3) */
-    int32_t *acc = malloc(sizeof(int32_t) * big);
-    if (!t_in || !t_mid || !mid || !acc) {
-        free(t_in); free(t_mid); free(mid); free(acc);
-        return -1;
+/* Per-thread scratch memory, grown as needed and kept: fresh multi-megabyte mallocs are mmap'd
+ * and page-faulted on every frame, which costs as much as the arithmetic. */
+static __thread uint8_t *scratch;
+static __thread size_t scratch_size;
+
+static uint8_t *scratch_get(size_t size) {
+    if (size > scratch_size) {
+        uint8_t *p = realloc(scratch, size);
+        if (!p) return NULL;
+        scratch = p;
+        scratch_size = size;
     }
+    return scratch;
+}
+
+/* Pillow's order: horizontal pass (rounded to 8 bits) over the rows the vertical pass needs,
+ * then the vertical pass. Done as transpose -> row pass -> transpose -> row pass. */
+static int resize_window(const uint8_t *src, Py_ssize_t stride, int wx, uint8_t *dst, int oh, int ow, const int *xb,
+                         const int32_t *xk, int xks, const int *yb, const int32_t *yk, int yks) {
+    int ybox0 = yb[0], ybox1 = yb[2 * (oh - 1)] + yb[2 * (oh - 1) + 1], rows = ybox1 - ybox0;
+    size_t n_in = (size_t)wx * rows * 3 + 16, n_mid = (size_t)ow * rows * 3 + 16;
+    size_t n_acc = sizeof(int32_t) * (size_t)(rows > ow ? rows : ow) * 3;
+    uint8_t *base = scratch_get(n_in + 2 * n_mid + n_acc + 64);
+    if (!base) return -1;
+    uint8_t *t_in = base;         /* (wx, rows, 3) */
+    uint8_t *t_mid = t_in + n_in; /* (ow, rows, 3) */
+    uint8_t *mid = t_mid + n_mid; /* (rows, ow, 3) */
+    int32_t *acc = (int32_t *)(((uintptr_t)(mid + n_mid) + 63) & ~(uintptr_t)63);
     transpose3(src + (Py_ssize_t)ybox0 * stride, stride, rows, wx, t_in, (Py_ssize_t)rows * 3);
     pass_rows(t_in, (Py_ssize_t)rows * 3, 0, t_mid, (Py_ssize_t)rows * 3, ow, rows * 3, xb, xk, xks, acc);
     transpose3(t_mid, (Py_ssize_t)rows * 3, ow, rows, mid, (Py_ssize_t)ow * 3);
     pass_rows(mid, (Py_ssize_t)ow * 3, ybox0, dst, (Py_ssize_t)ow * 3, oh, ow * 3, yb, yk, yks, acc);
-    free(t_in); free(t_mid); free(mid); free(acc);
-    (void)wy;
     return 0;
 }
 
@@ -167,7 +181,7 @@ static PyObject *py_resize(PyObject *self, PyObject *args) {
     const uint8_t *base = (const uint8_t *)src.buf + (Py_ssize_t)y0 * W * 3 + (Py_ssize_t)x0 * 3;
     int failed;
     Py_BEGIN_ALLOW_THREADS
-    failed = resize_window(base, (Py_ssize_t)W * 3, wy, wx, (uint8_t *)dst.buf, oh, ow, xb, xk, xks, yb, yk, yks);
+    failed = resize_window(base, (Py_ssize_t)W * 3, wx, (uint8_t *)dst.buf, oh, ow, xb, xk, xks, yb, yk, yks);
     Py_END_ALLOW_THREADS
     if (failed) {
         PyErr_NoMemory();

@@ -1,0 +1,52 @@
+"""Write a benchmark's JSON and markdown into docs/benchmarks/, with machine, command and date."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.sysinfo import machine_info
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
+
+def stats_ms(samples: list[float]) -> dict[str, float]:
+    """Summary of durations given in seconds, reported in milliseconds."""
+    a = np.asarray(samples) * 1e3
+    return {
+        "n": int(a.size),
+        "min": round(float(a.min()), 4),
+        "p50": round(float(np.percentile(a, 50)), 4),
+        "p90": round(float(np.percentile(a, 90)), 4),
+        "p99": round(float(np.percentile(a, 99)), 4),
+        "max": round(float(a.max()), 4),
+        "mean": round(float(a.mean()), 4),
+    }
+
+
+def write_report(name: str, title: str, results: dict[str, Any], markdown_body: str) -> Path:
+    machine = machine_info()
+    module = (
+        Path(sys.argv[0])
+        .with_suffix("")
+        .relative_to(Path(__file__).resolve().parent.parent)
+        .as_posix()
+        .replace("/", ".")
+    )
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", module, *sys.argv[1:]])
+    OUT.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "date": machine["date"], "command": command, "machine": machine, "results": results}
+    (OUT / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    machine_line = (
+        f"{machine.get('cpu')} ({machine.get('cores_available')} cores available), "
+        f"{machine.get('memory_gib')} GiB, {machine.get('os')}, Python {machine.get('python')}"
+    )
+    md = f"# {title}\n\n- date: {machine['date']}\n- machine: {machine_line}\n- command: `{command}`\n\n{markdown_body}\n"
+    path = OUT / f"{name}.md"
+    path.write_text(md)
+    return path

@@ -1,0 +1,14 @@
+"""`make bench`: every benchmark, each writing docs/benchmarks/<name>.json and .md."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+
+BENCHMARKS = ["benchmarks.runtime_overhead"]
+
+if __name__ == "__main__":
+    for module in BENCHMARKS:
+        print(f"== {module}", flush=True)
+        sys.argv = [module]
+        runpy.run_module(module, run_name="__main__")
