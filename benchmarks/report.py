@@ -46,7 +46,8 @@ def write_report(name: str, title: str, results: dict[str, Any], markdown_body: 
         f"{machine.get('cpu')} ({machine.get('cores_available')} cores available), "
         f"{machine.get('memory_gib')} GiB, {machine.get('os')}, Python {machine.get('python')}"
     )
-    md = f"# {title}\n\n- date: {machine['date']}\n- machine: {machine_line}\n- command: `{command}`\n\n{markdown_body}\n"
+    header = f"# {title}\n\n- date: {machine['date']}\n- machine: {machine_line}\n- command: `{command}`\n"
+    md = f"{header}\n{markdown_body}\n"
     path = OUT / f"{name}.md"
     path.write_text(md)
     return path

@@ -81,7 +81,8 @@ def main() -> None:
             finally:
                 resample._resample = saved
     rows = [
-        "| threads | interpolation | resize | bare invoke p50 (ms) | frame→top-k p50 (ms) | p99 | preprocess p50 | ratio p50 | top-1 |",
+        "| threads | interpolation | resize | bare invoke p50 (ms) | frame→top-k p50 (ms) | p99 "
+        "| preprocess p50 | ratio p50 | top-1 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
