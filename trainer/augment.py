@@ -1,0 +1,55 @@
+"""Offline augmentation views for the bottleneck cache.
+
+A view is a deterministic function of (image content, view index, seed): the same inputs give
+the same pixels on every run, which is what lets augmented features be cached. View 0 is the
+clean image. The result is an ordinary decoded frame, so the edge preprocessing that follows
+is exactly the device's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    views: int = 0  # augmented views per image, besides the clean one
+    seed: int = 0
+    min_scale: float = 0.6  # random resized crop: area fraction kept
+    max_rotation: float = 10.0  # degrees
+    brightness: float = 0.2  # +-fraction
+    contrast: float = 0.2
+    flip: bool = True
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
+def view(image: np.ndarray, content_hash: str, index: int, cfg: AugmentConfig) -> np.ndarray:
+    """Return augmented view ``index`` (0 = unchanged) of a BGR ``uint8`` image."""
+    if index == 0:
+        return image
+    digest = hashlib.sha256(f"{content_hash}:{index}:{cfg.seed}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    h, w = image.shape[:2]
+    scale = rng.uniform(cfg.min_scale, 1.0)
+    aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    ch = int(min(h, round(np.sqrt(scale * h * w / aspect))))
+    cw = int(min(w, round(np.sqrt(scale * h * w * aspect))))
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    out = image[y0 : y0 + ch, x0 : x0 + cw]
+    angle = rng.uniform(-cfg.max_rotation, cfg.max_rotation)
+    if abs(angle) > 0.5:
+        m = cv2.getRotationMatrix2D((cw / 2, ch / 2), angle, 1.0)
+        out = cv2.warpAffine(out, m, (cw, ch), borderMode=cv2.BORDER_REFLECT)
+    if cfg.flip and rng.random() < 0.5:
+        out = out[:, ::-1]
+    alpha = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
+    beta = 255.0 * rng.uniform(-cfg.brightness, cfg.brightness)
+    mean = float(out.mean())
+    adjusted = out.astype(np.float32) * alpha + (beta + mean * (1 - alpha))
+    return np.clip(np.rint(adjusted), 0, 255).astype(np.uint8)

@@ -1,0 +1,104 @@
+"""Backbones from ``keras.applications`` and where their weights come from.
+
+Each entry records the input size, the normalization the ImageNet weights expect (written into
+the bundle as the edge :class:`~edge.preprocess.PreprocessSpec`), the Keras cache file name for
+``--weights imagenet``, and the layer after which fine-tuning unfreezes (the top two blocks,
+as in the Keras transfer-learning guide).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ShelfscanError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str
+    size: int
+    app: str  # keras.applications constructor
+    imagenet_file: str  # file name in ~/.keras/models for include_top=False
+    fine_tune_after: str  # layers after this one are unfrozen in the fine-tune phase
+    mean: float = 127.5  # x / 127.5 - 1, as keras.applications.{inception_v3,mobilenet_v2}.preprocess_input
+    std: float = 127.5
+    min_size: int = 32
+
+
+BACKBONES: dict[str, Backbone] = {
+    "inception_v3": Backbone(
+        "inception_v3",
+        299,
+        "InceptionV3",
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "mixed8",
+        min_size=75,
+    ),  # fmt: skip
+    "mobilenet_v2": Backbone(
+        "mobilenet_v2",
+        224,
+        "MobileNetV2",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        "block_14_add",
+    ),  # fmt: skip
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    if name not in BACKBONES:
+        raise ShelfscanError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def keras_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def weights_id(weights: str) -> str:
+    """A stable identity for the weights, part of every bottleneck cache key."""
+    if weights in ("imagenet", "none"):
+        return weights
+    digest = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def build(backbone: Backbone, size: int, weights: str) -> Any:
+    """Create the headless backbone with weights ``imagenet`` (Keras cache), a file path, or ``none``."""
+    import keras
+
+    if size < backbone.min_size:
+        raise ShelfscanError(f"{backbone.name} needs an input size of at least {backbone.min_size}, got {size}")
+    ctor = getattr(keras.applications, backbone.app)
+    if weights == "none":
+        log.warning("*** --weights none: %s starts from RANDOM weights; expect poor accuracy ***", backbone.name)
+        return ctor(include_top=False, weights=None, input_shape=(size, size, 3))
+    if weights == "imagenet":
+        cached = keras_cache_dir() / backbone.imagenet_file
+        try:
+            return ctor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+        except Exception as exc:  # network errors surface as several exception types
+            raise ShelfscanError(
+                f"cannot get ImageNet weights for {backbone.name} ({type(exc).__name__}: {str(exc)[:120]}); "
+                f"offline, place {backbone.imagenet_file} in {cached.parent}/, or pass --weights PATH "
+                "(a backbone .h5 / .weights.h5 file) or --weights none"
+            ) from None
+    path = Path(weights)
+    if not path.is_file():
+        raise ShelfscanError(f"--weights {weights}: file not found (use imagenet, none, or a .h5/.weights.h5 path)")
+    model = ctor(include_top=False, weights=None, input_shape=(size, size, 3))
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        raise ShelfscanError(f"--weights {weights}: cannot load into {backbone.name} ({str(exc)[:160]})") from None
+    return model

@@ -1,0 +1,104 @@
+"""The classifier head, trained on cached bottleneck features, and the model around it.
+
+Imbalance is handled without writing thousands of augmented files (the seed workflow):
+``weights`` scales the loss per class, ``sample`` oversamples minority classes per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    dropout: float = 0.2
+    label_smoothing: float = 0.0
+    balance: str = "weights"  # weights | sample | none
+    patience: int = 8
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    """``n / (classes * n_c)``: every class contributes equally to the loss."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    total = counts.sum()
+    return {c: float(total / (n_classes * counts[c])) if counts[c] else 0.0 for c in range(n_classes)}
+
+
+def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices where every class appears as often as the largest one (minorities resampled)."""
+    classes = np.unique(labels)
+    target = max(int((labels == c).sum()) for c in classes)
+    picks = [rng.choice(np.flatnonzero(labels == c), target, replace=True) for c in classes]
+    out = np.concatenate(picks)
+    rng.shuffle(out)
+    return out
+
+
+def build_classifier(backbone: Any, n_classes: int, dropout: float) -> tuple[Any, Any]:
+    """``(model, head)``: normalized image -> backbone (inference mode) -> GAP -> dropout -> softmax.
+
+    ``head`` is the dropout + dense part alone, trained first on cached features; the model
+    shares its layers, so the head's weights are already in place for fine-tuning and export.
+    """
+    import keras
+
+    size = backbone.input_shape[1:]
+    head = keras.Sequential(
+        [
+            keras.layers.Dropout(dropout, seed=0),
+            keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
+        ],
+        name="head",
+    )
+    head.build((None, backbone.output_shape[-1]))
+    inputs = keras.Input(size, name="image")
+    x = backbone(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = head(x)
+    return keras.Model(inputs, outputs, name="shelfscan_classifier"), head
+
+
+def train_head(
+    head: Any,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    n_classes: int,
+    cfg: HeadConfig,
+    seed: int,
+    callbacks: list[Any],
+) -> dict[str, list[float]]:
+    """Fit ``head`` on features; early stopping on validation loss keeps the best epoch."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    fit_kw: dict[str, Any] = {}
+    if cfg.balance == "sample":
+        idx = balanced_indices(train_y, rng)
+        train_x, train_y = train_x[idx], train_y[idx]
+    elif cfg.balance == "weights":
+        fit_kw["class_weight"] = class_weights(train_y, n_classes)
+    head.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, n_classes), name="top5")],
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+    history = head.fit(
+        train_x, keras.utils.to_categorical(train_y, n_classes),
+        validation_data=(val_x, keras.utils.to_categorical(val_y, n_classes)),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
+        callbacks=[stop, *callbacks], **fit_kw,
+    )  # fmt: skip
+    log.info("head: %d epochs, best val_loss %.4f", len(history.history["loss"]), min(history.history["val_loss"]))
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
