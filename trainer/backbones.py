@@ -39,14 +39,14 @@ BACKBONES: dict[str, Backbone] = {
         "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "mixed8",
         min_size=75,
-    ),  # fmt: skip
+    ),
     "mobilenet_v2": Backbone(
         "mobilenet_v2",
         224,
         "MobileNetV2",
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         "block_14_add",
-    ),  # fmt: skip
+    ),
 }
 
 

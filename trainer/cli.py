@@ -27,15 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="inception_v3")
     p.add_argument("--weights", default="imagenet", help="imagenet (Keras cache), none, or a backbone .h5 file")
     p.add_argument("--input-size", type=int, help="square input size (default: the backbone's, 299 or 224)")
-    p.add_argument("--interpolation", default="bilinear_antialias",
-                   choices=["bilinear_antialias", "bilinear", "area", "nearest"], help="resize filter (edge preprocessing)")  # fmt: skip
+    p.add_argument("--interpolation", default="bilinear_antialias", help="resize filter (edge preprocessing)",
+                   choices=["bilinear_antialias", "bilinear", "area", "nearest"])  # fmt: skip
     p.add_argument("--val-pct", type=float, default=10.0, help="validation share when DATA has no val/ (hash split)")
     p.add_argument("--test-pct", type=float, default=0.0, help="test share when DATA has no val/ (hash split)")
     p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
     p.add_argument("--epochs", type=int, default=60, help="head epochs (early stopping on val loss)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--dropout", type=float, default=0.2)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--balance", choices=["weights", "sample", "none"], default="weights",
                    help="imbalanced classes: loss weights, oversampling, or nothing")  # fmt: skip
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="0 = head only")
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         input_size=args.input_size, interpolation=args.interpolation, val_pct=args.val_pct, test_pct=args.test_pct,
         batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed, strategy=args.strategy,
         augment=AugmentConfig(views=args.augment_views, seed=args.seed),
-        head=HeadConfig(epochs=args.epochs, learning_rate=args.learning_rate, dropout=args.dropout,
+        head=HeadConfig(epochs=args.epochs, learning_rate=args.learning_rate, dropout=args.dropout, hidden=args.hidden,
                         label_smoothing=args.label_smoothing, balance=args.balance),
         finetune=FineTuneConfig(epochs=args.fine_tune_epochs, learning_rate=args.fine_tune_lr,
                                 after_layer=args.fine_tune_after, batch_size=args.batch_size),

@@ -37,6 +37,6 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str])
                 "support": int(cm[i].sum()),
             }
             for i, c in enumerate(classes)
-        },  # fmt: skip
+        },
         "confusion": cm.tolist(),
     }

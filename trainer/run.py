@@ -112,7 +112,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             timings[f"features_{split}_cache_hits"] = stats.hits
         train_x, train_y, _ = _stack(feats["train"], ds.splits["train"], view0_only=False)
         val_x, val_y, val_kept = _stack(feats["val"], ds.splits["val"], view0_only=True)
-        model, head = build_classifier(base, n, cfg.head.dropout)
+        model, head = build_classifier(base, n, cfg.head.dropout, cfg.head.hidden)
         tb = keras.callbacks.TensorBoard(log_dir=str(out / "logs"))
         t0 = time.perf_counter()
         history = train_head(head, train_x, train_y, val_x, val_y, n, cfg.head, cfg.seed, [tb])

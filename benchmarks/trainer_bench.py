@@ -1,0 +1,119 @@
+"""Trainer acceptance figures on Freiburg Groceries (MobileNetV2, shared ImageNet weights).
+
+1. head only, cold cache; 2. head + cached augmentation, cold cache; 3. the same, warm cache
+(ratio 2/3); 4. head + cached augmentation + fine-tuning; 5. InceptionV3 extraction throughput
+of the tf.data pipeline (files -> edge preprocessing -> backbone) against Keras
+``predict_on_batch`` on ready tensors, same batch size, same process.
+Run: python -m benchmarks.trainer_bench [--skip-finetune]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import write_report
+
+SHARED = Path(os.environ.get("SHELFSCAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DATA = SHARED / "datasets" / "freiburg_groceries"
+WEIGHTS = SHARED / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
+
+
+def run(tmp: Path, name: str, cache: Path, **kw) -> dict:
+    from trainer.augment import AugmentConfig
+    from trainer.finetune import FineTuneConfig
+    from trainer.run import TrainConfig, train
+
+    cfg = TrainConfig(
+        data=str(DATA), out=str(tmp / name), backbone="mobilenet_v2", weights=str(WEIGHTS), cache_dir=str(cache),
+        batch_size=64, augment=AugmentConfig(views=kw.get("views", 0)),
+        finetune=FineTuneConfig(epochs=kw.get("ft_epochs", 0), learning_rate=kw.get("ft_lr", 1e-4)),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    m = train(cfg)
+    wall = time.perf_counter() - t0
+    return {"val_top1": round(m["val"]["top1"], 4), "val_top5": round(m["val"]["top5"], 4), "wall_s": round(wall, 1),
+            "timings": m["timings"], "augment_views": kw.get("views", 0), "fine_tune_epochs": kw.get("ft_epochs", 0)}  # fmt: skip
+
+
+def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from edge.preprocess import PreprocessSpec
+    from trainer.augment import AugmentConfig
+    from trainer.dataset import load_dataset
+    from trainer.features import FeatureCache, extract_features, make_extractor
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(299, 299, 3))
+    extract = make_extractor(base)
+    samples = load_dataset(DATA, verify=False).splits["train"][:n_images]
+    spec = PreprocessSpec(height=299, width=299)
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch, 299, 299, 3)).astype(np.float32))
+    pooled = keras.Sequential([base, keras.layers.GlobalAveragePooling2D()])
+    pooled.predict_on_batch(x)
+    extract(x)
+    results = []
+    for attempt in range(2):  # alternate, so drift hits both
+        cache = FeatureCache(tmp / f"incv3-{attempt}", "k")
+        t0 = time.perf_counter()
+        extract_features(samples, extract, spec, cache, AugmentConfig(), batch, "inception_v3")
+        pipe = n_images / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _ in range(n_images // batch):
+            pooled.predict_on_batch(x)
+        ref = (n_images // batch) * batch / (time.perf_counter() - t0)
+        results.append((pipe, ref))
+    pipe, ref = max(results, key=lambda r: r[0] / r[1])
+    return {"images": n_images, "batch": batch, "pipeline_img_s": round(pipe, 2), "predict_on_batch_img_s": round(ref, 2),
+            "ratio": round(pipe / ref, 3), "attempts": [[round(a, 2), round(b, 2)] for a, b in results]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--ft-epochs", type=int, default=6)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tmp = Path(tempfile.mkdtemp(prefix="shelfscan-bench-"))
+    try:
+        res = {"head_only": run(tmp, "head", tmp / "cache-a")}
+        res["augment_cold"] = run(tmp, "aug-cold", tmp / "cache-b", views=args.views)
+        res["augment_warm"] = run(tmp, "aug-warm", tmp / "cache-b", views=args.views)
+        res["warm_speedup"] = round(res["augment_cold"]["wall_s"] / res["augment_warm"]["wall_s"], 2)
+        if not args.skip_finetune:
+            res["augment_finetune"] = run(tmp, "aug-ft", tmp / "cache-b", views=args.views, ft_epochs=args.ft_epochs)
+        res["inception_extraction"] = extraction_throughput(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = ["| run | val top-1 | val top-5 | wall (s) |", "|---|---|---|---|"]
+    for key in ("head_only", "augment_cold", "augment_warm", "augment_finetune"):
+        if key in res:
+            r = res[key]
+            rows.append(f"| {key} (views {r['augment_views']}, fine-tune epochs {r['fine_tune_epochs']}) | "
+                        f"{100 * r['val_top1']:.2f} % | {100 * r['val_top5']:.2f} % | {r['wall_s']} |")  # fmt: skip
+    ex = res["inception_extraction"]
+    body = (
+        "Freiburg Groceries (3,178 train / 739 val), `--backbone mobilenet_v2 --weights "
+        "../shared/models/mobilenet_v2_1.0_224_imagenet/mobilenet_v2_1.0_224_imagenet_notop.weights.h5`, "
+        "default head (512 hidden, dropout 0.5, label smoothing 0.1, class weights), batch 64.\n\n"
+        + "\n".join(rows)
+        + f"\n\nWarm-cache speed-up (augmentation on, end to end): **{res['warm_speedup']}x**.\n\n"
+        f"InceptionV3 (random weights, 299 px) feature extraction, {ex['images']} Freiburg files, batch "
+        f"{ex['batch']}: pipeline {ex['pipeline_img_s']} img/s vs `predict_on_batch` on ready tensors "
+        f"{ex['predict_on_batch_img_s']} img/s: ratio **{ex['ratio']}**.\n"
+    )
+    print(write_report("trainer", "Trainer (transfer learning) figures", res, body).read_text())
+
+
+if __name__ == "__main__":
+    main()
