@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["benchmarks.runtime_overhead"]
+BENCHMARKS = ["benchmarks.runtime_overhead", "benchmarks.trainer_bench"]
 
 if __name__ == "__main__":
     for module in BENCHMARKS:

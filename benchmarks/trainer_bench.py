@@ -40,7 +40,8 @@ def run(tmp: Path, name: str, cache: Path, **kw) -> dict:
     m = train(cfg)
     wall = time.perf_counter() - t0
     return {"val_top1": round(m["val"]["top1"], 4), "val_top5": round(m["val"]["top5"], 4), "wall_s": round(wall, 1),
-            "timings": m["timings"], "augment_views": kw.get("views", 0), "fine_tune_epochs": kw.get("ft_epochs", 0)}  # fmt: skip
+            "timings": m["timings"], "augment_views": kw.get("views", 0),
+            "fine_tune_epochs": kw.get("ft_epochs", 0)}  # fmt: skip
 
 
 def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> dict:
@@ -73,8 +74,9 @@ def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> di
         ref = (n_images // batch) * batch / (time.perf_counter() - t0)
         results.append((pipe, ref))
     pipe, ref = max(results, key=lambda r: r[0] / r[1])
-    return {"images": n_images, "batch": batch, "pipeline_img_s": round(pipe, 2), "predict_on_batch_img_s": round(ref, 2),
-            "ratio": round(pipe / ref, 3), "attempts": [[round(a, 2), round(b, 2)] for a, b in results]}  # fmt: skip
+    return {"images": n_images, "batch": batch, "pipeline_img_s": round(pipe, 2),
+            "predict_on_batch_img_s": round(ref, 2), "ratio": round(pipe / ref, 3),
+            "attempts": [[round(a, 2), round(b, 2)] for a, b in results]}  # fmt: skip
 
 
 def main() -> None:

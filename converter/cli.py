@@ -1,22 +1,138 @@
-"""``shelfscan-convert``: Keras model to validated TFLite bundles (workstation, TensorFlow)."""
+"""``shelfscan-convert``: a trainer run -> TFLite variants -> validated, evaluated, gated bundles."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.errors import ShelfscanError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shelfscan-convert",
+        description="Convert a shelfscan-train run to TFLite bundles, evaluate each through the edge runtime, "
+        "and fail when a variant loses more than --max-drop top-1 points against the Keras model.",
+    )
+    p.add_argument("run_dir", nargs="?", help="shelfscan-train run directory (model.keras, labels.txt, ...)")
+    p.add_argument("--out", help="directory for the bundles and comparison.{md,json}")
+    p.add_argument("--variants", default="fp32,fp16,dynamic,int8", help="comma-separated: fp32,fp16,dynamic,int8")
+    p.add_argument("--io", choices=["uint8", "int8", "float32"], default="uint8", help="int8 variant input/output type")
+    p.add_argument("--calibration", help="images for int8 calibration (default: the run's training images)")
+    p.add_argument("--calibration-count", type=int, default=300)
+    p.add_argument("--eval", help="folder-per-class images to evaluate every variant on (e.g. the val split)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="allowed top-1 drop in points vs Keras (default 1.0)")
+    p.add_argument("--name", help="bundle name (default: the run directory's name)")
+    p.add_argument("--version", default=datetime.now(UTC).strftime("%Y.%m.%d-%H%M"), help="bundle version")
+    p.add_argument("--sign-key", help="ed25519 private key (PEM) to sign every bundle with")
+    p.add_argument("--make-key", metavar="PATH", help="write a new ed25519 key pair to PATH and PATH.pub, then exit")
+    p.add_argument("--bench-runs", type=int, default=30, help="invokes per latency figure")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    return p
+
+
+def default_calibration(run: Any) -> Path | None:
+    data = run.config.get("data")
+    if not data:
+        return None
+    root = Path(data)
+    return root / "train" if (root / "train").is_dir() else root
+
+
+def keras_reference(run: Any, eval_dir: Path) -> tuple[dict[str, int], dict[str, float]]:
+    """Keras predictions on the eval tree (same files, same order as the edge evaluation)."""
+    import numpy as np
+
+    from converter.calibration import load_eval_arrays
+    from edge.evaluate import list_images, match_classes
+
+    folders = sorted(d.name for d in eval_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    mapping = match_classes(folders, run.labels)
+    paths = [p for f in folders for p in list_images(eval_dir / f)]
+    truth = np.array([mapping.get(p.parent.name, -1) for p in paths])
+    probs = run.model.predict(load_eval_arrays(paths, run.spec), batch_size=32, verbose=0)
+    top5 = np.argsort(-probs, axis=1)[:, :5]
+    keras_top1 = {str(p): int(i) for p, i in zip(paths, probs.argmax(axis=1), strict=True)}
+    summary = {"top1": float((top5[:, 0] == truth).mean()), "top5": float((top5 == truth[:, None]).any(axis=1).mean())}
+    return keras_top1, summary
+
+
+def convert(args: argparse.Namespace) -> int:
+    from converter.calibration import pick_images, representative_dataset
+    from converter.compare import evaluate_variant, gate, markdown_table
+    from converter.source import load_run
+    from converter.variants import export, parse_variants
+    from edge.bundle import write_bundle
+    from edge.signing import sign_bundle
+
+    log = logging.getLogger("shelfscan.convert")
+    if not args.run_dir or not args.out:
+        raise ShelfscanError("need RUN_DIR and --out DIR")
+    variants = parse_variants(args.variants)
+    run = load_run(args.run_dir)
+    out = Path(args.out)
+    name = args.name or run.root.name
+    data = None
+    if any(v.calibrated for v in variants):
+        calib = Path(args.calibration) if args.calibration else default_calibration(run)
+        if calib is None:
+            raise ShelfscanError("int8 needs calibration images: pass --calibration DIR")
+        data = representative_dataset(pick_images(calib, args.calibration_count), run.spec)
+    eval_dir = Path(args.eval) if args.eval else None
+    keras_top1, keras = keras_reference(run, eval_dir) if eval_dir else ({}, None)
+    rows: dict[str, dict[str, Any]] = {}
+    training = {k: run.config.get(k) for k in ("backbone", "weights", "weights_id", "input_size", "seed", "data")}
+    for v in variants:
+        flatbuffer, seconds = export(v, run.model, data, args.io)
+        dest = out / f"{name}-{v.name}"
+        trainer_val = {k: run.metrics.get("val", {}).get(k) for k in ("top1", "top5")}
+        prov = {"source_model_sha256": run.model_sha256, "training": training, "metrics": {"trainer_val": trainer_val}}
+        write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
+                     variant=v.name, provenance=prov, overwrite=True)  # fmt: skip
+        evaluation = evaluate_variant(dest, eval_dir, keras_top1, args.bench_runs)
+        rows[v.name] = {"export_s": round(seconds, 1), **evaluation}
+        prov["metrics"] |= {"edge_eval": rows[v.name], "keras_eval": keras}
+        write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
+                     variant=v.name, provenance=prov, overwrite=True)  # fmt: skip
+        if args.sign_key:
+            log.info("signed %s with key %s", dest, sign_bundle(dest, args.sign_key))
+    failed = gate(rows, keras["top1"] if keras else None, args.max_drop)
+    doc = {"run_dir": str(run.root), "converter_version": __version__, "keras": keras, "variants": rows,
+           "max_drop_points": args.max_drop, "gate_failed": failed}  # fmt: skip
+    (out / "comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
+    table = markdown_table(rows, keras)
+    (out / "comparison.md").write_text(f"# {name}: TFLite variants\n\n{table}\n")
+    print(json.dumps(doc, indent=2) if args.json else table)
+    if failed:
+        print(f"shelfscan-convert: accuracy gate failed: {', '.join(failed)} lost more than {args.max_drop} "
+              "top-1 points against the Keras model", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Placeholder until the converter lands: says so plainly instead of pretending to convert."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] in (["-h"], ["--help"]):
-        print("usage: shelfscan-convert ...\n\nThe converter is not implemented yet (tracked in the converter issue).")
-        return 0
-    print(
-        "shelfscan-convert: error: the converter is not implemented yet (tracked in the converter issue)",
-        file=sys.stderr,
-    )
-    return 2
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        if args.make_key:
+            from edge.signing import generate_key
+
+            key, pub = generate_key(args.make_key)
+            print(f"private key: {key}\npublic key:  {pub}  (give this one to the devices)")
+            return 0
+        return convert(args)
+    except ShelfscanError as exc:
+        print(f"shelfscan-convert: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

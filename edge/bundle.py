@@ -87,8 +87,11 @@ def _checked_file(root: Path, ref: FileRef, what: str) -> Path:
     return path
 
 
-def load_bundle(root: str | Path) -> Bundle:
-    """Load a bundle directory and check files, hashes and labels (not yet the tensors).
+def load_bundle(root: str | Path, trusted_keys: dict[str, object] | None = None) -> Bundle:
+    """Load a bundle directory and check signature, files, hashes and labels (not yet the tensors).
+
+    With ``trusted_keys`` (from :func:`edge.signing.load_public_keys`) the bundle must carry a
+    valid signature by one of them; the signature is checked before anything else is trusted.
 
     :func:`check_model_io` finishes the job once an interpreter has read the model; the
     runtime calls both, so ``Classifier.from_bundle`` never returns a half-checked bundle.
@@ -99,6 +102,10 @@ def load_bundle(root: str | Path) -> Bundle:
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(f"{root}: missing {MANIFEST_NAME} (is this a bundle directory?)")
+    if trusted_keys is not None:
+        from edge.signing import verify_bundle
+
+        verify_bundle(root, trusted_keys)
     manifest = parse_manifest(manifest_path.read_text(encoding="utf-8"), str(manifest_path))
     _checked_file(root, manifest.model, "model")
     labels_path = _checked_file(root, manifest.labels, "labels")

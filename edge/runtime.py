@@ -122,10 +122,12 @@ class Classifier:
         )  # fmt: skip
 
     @classmethod
-    def from_bundle(cls, bundle: str | Path | Bundle, threads: int | None = None) -> Classifier:
-        """Load and fully validate a bundle directory, then bind an interpreter to it."""
+    def from_bundle(
+        cls, bundle: str | Path | Bundle, threads: int | None = None, trusted_keys: dict[str, object] | None = None
+    ) -> Classifier:
+        """Load and fully validate a bundle directory (and its signature), then bind an interpreter."""
         if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle)
+            bundle = load_bundle(bundle, trusted_keys)
         threads = threads or default_threads()
         backend = load_backend()
         return cls(bundle, make_interpreter(bundle.model_path, threads, backend), backend, threads)

@@ -1,0 +1,76 @@
+"""Every variant judged through the edge runtime, the way the device will run it.
+
+Accuracy (top-1, top-5, agreement with the Keras model) on a labelled folder, file size, load
+time and invoke latency at 1 and 2 threads, plus the accuracy gate.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.evaluate import evaluate_tree
+from edge.runtime import Classifier
+
+
+def invoke_latency_ms(bundle: Path, threads: int, runs: int = 30) -> float:
+    clf = Classifier.from_bundle(bundle, threads)
+    clf.preprocessor.from_bgr(np.full((clf.bundle.spec.height, clf.bundle.spec.width, 3), 128, np.uint8))
+    clf.interpreter.set_tensor(clf.io.input.index, clf.preprocessor.buffer)
+    for _ in range(3):
+        clf.interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        clf.interpreter.invoke()
+        times.append(time.perf_counter() - t0)
+    return round(1e3 * statistics.median(times), 3)
+
+
+def evaluate_variant(bundle: Path, eval_dir: Path | None, keras_top1: dict[str, int], runs: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    clf = Classifier.from_bundle(bundle, threads=2)
+    load_ms = round(1e3 * (time.perf_counter() - t0), 1)
+    row: dict[str, Any] = {
+        "size_bytes": clf.bundle.manifest.model.size_bytes,
+        "load_ms": load_ms,
+        "input": clf.io.input.dtype,
+        "xnnpack_ops": f"{clf.delegate.delegated_ops}/{clf.delegate.total_ops}",
+        "invoke_ms_1t": invoke_latency_ms(bundle, 1, runs),
+        "invoke_ms_2t": invoke_latency_ms(bundle, 2, runs),
+    }
+    if eval_dir is not None:
+        ev, results = evaluate_tree(clf, eval_dir, k=5)
+        agree = [r.predictions[0].index == keras_top1[r.path] for r in results if not r.error and r.path in keras_top1]
+        row |= {"top1": round(ev.top1, 4), "top5": round(ev.top5, 4), "images": ev.total,
+                "agreement": round(float(np.mean(agree)), 4) if agree else None}  # fmt: skip
+    return row
+
+
+def gate(rows: dict[str, dict[str, Any]], keras_top1: float | None, max_drop_points: float) -> list[str]:
+    """Variants whose top-1 falls more than ``max_drop_points`` below the Keras model's."""
+    if keras_top1 is None:
+        return []
+    return [name for name, r in rows.items() if "top1" in r and 100 * (keras_top1 - r["top1"]) > max_drop_points]
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
+    head = "| variant | size (MB) | ×fp32 | top-1 | top-5 | agreement | load (ms) | invoke 1t (ms) | invoke 2t (ms) |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    if keras:
+        lines.append(f"| keras | — | — | {100 * keras['top1']:.2f} % | {100 * keras['top5']:.2f} % | — | — | — | — |")
+    base = rows.get("fp32", {}).get("size_bytes")
+
+    def pct(r: dict[str, Any], k: str) -> str:
+        return f"{100 * r[k]:.2f} %" if r.get(k) is not None else "—"
+
+    for name, r in rows.items():
+        ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
+        cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, pct(r, "top1"), pct(r, "top5"), pct(r, "agreement"),
+                 str(r["load_ms"]), str(r["invoke_ms_1t"]), str(r["invoke_ms_2t"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
