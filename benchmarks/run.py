@@ -5,7 +5,8 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHMARKS = ["benchmarks.runtime_overhead", "benchmarks.trainer_bench"]
+# Order matters: converter_bench converts the fine-tuned model that trainer_bench leaves in runs/.
+BENCHMARKS = ["benchmarks.runtime_overhead", "benchmarks.trainer_bench", "benchmarks.converter_bench"]
 
 if __name__ == "__main__":
     for module in BENCHMARKS:
