@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-pct", type=float, default=10.0, help="validation share when DATA has no val/ (hash split)")
     p.add_argument("--test-pct", type=float, default=0.0, help="test share when DATA has no val/ (hash split)")
     p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
-    p.add_argument("--epochs", type=int, default=60, help="head epochs (early stopping on val loss)")
+    p.add_argument("--epochs", type=int, default=100, help="head epochs (early stopping on val loss)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
     p.add_argument("--dropout", type=float, default=0.5)

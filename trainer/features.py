@@ -79,8 +79,9 @@ def make_extractor(backbone_model: Any) -> Any:
     import tensorflow as tf
 
     pooled = keras.Sequential([backbone_model, keras.layers.GlobalAveragePooling2D()])
+    spec = tf.TensorSpec((None, *backbone_model.input_shape[1:]), tf.float32)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=[spec])  # one trace for every batch size, including the last
     def extract(x: Any) -> Any:
         return pooled(x, training=False)
 

@@ -26,6 +26,7 @@ class FineTuneConfig:
     batch_size: int = 32
     after_layer: str | None = None  # default: the backbone's top two blocks
     patience: int = 3
+    label_smoothing: float = 0.1
 
 
 def unfreeze_top(backbone: Any, after_layer: str) -> int:
@@ -94,7 +95,7 @@ def fine_tune(
     trainer_model = keras.Model(inputs, model(augmentation_layers(seed)(inputs)))
     trainer_model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate),
-        loss="categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, n_classes), name="top5")],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class HeadConfig:
-    epochs: int = 60
+    epochs: int = 100
     batch_size: int = 64
     learning_rate: float = 1e-3
     hidden: int = 512  # 0 = a single softmax layer on the features
@@ -56,13 +56,11 @@ def build_classifier(backbone: Any, n_classes: int, dropout: float, hidden: int 
     import keras
 
     size = backbone.input_shape[1:]
-    head = keras.Sequential(
-        [
-            keras.layers.Dropout(dropout, seed=0),
-            keras.layers.Dense(n_classes, activation="softmax", name="predictions"),
-        ],
-        name="head",
-    )
+    layers: list[Any] = [keras.layers.Dropout(dropout)]
+    if hidden:
+        layers += [keras.layers.Dense(hidden, activation="relu", name="hidden"), keras.layers.Dropout(dropout)]
+    layers.append(keras.layers.Dense(n_classes, activation="softmax", name="predictions"))
+    head = keras.Sequential(layers, name="head")
     head.build((None, backbone.output_shape[-1]))
     inputs = keras.Input(size, name="image")
     x = backbone(inputs, training=False)
