@@ -61,7 +61,7 @@ def open_classifier(args: argparse.Namespace):
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from edge import classify_cli
+    from edge import agent_cli, classify_cli
 
     parser = argparse.ArgumentParser(
         prog="shelfscan-agent",
@@ -72,6 +72,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers: dict[str, Handler] = {}
     classify_cli.register(sub, handlers)
+    agent_cli.register(sub, handlers)
     return parser, handlers
 
 

@@ -1,0 +1,186 @@
+"""The agent's one configuration model (TOML), in the spirit of Frigate's ``config/``.
+
+Unknown keys are rejected with the key and the file named, every field is described (the
+descriptions become ``shelfscan-agent config --example`` and docs/configuration.md), and
+secrets come from the environment, never from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import ShelfscanError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceConfig(_Section):
+    id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.\-]+$",
+                    description="Device id: topic level and MQTT client id; default: the host name.")  # fmt: skip
+    prefix: str = Field("shelfscan", description="Topic prefix: messages go to <prefix>/<device id>/...")
+    state_dir: Path = Field(Path("/var/lib/shelfscan"), description="Where the outbox and sequence counter live.")
+
+
+class ModelConfig(_Section):
+    bundle: Path = Field(description="Bundle directory (or a 'current' symlink to one); watched for changes.")
+    threads: int | None = Field(None, ge=1, le=64, description="Interpreter threads (default: cores, at most 4).")
+    trusted_keys: list[Path] = Field(
+        default_factory=list, description="ed25519 public keys (PEM); when set, unsigned bundles are refused."
+    )
+    watch_interval_s: float = Field(5.0, gt=0, description="How often the bundle path is checked for a new version.")
+
+
+class SourceConfig(_Section):
+    kind: Literal["camera", "url", "video", "folder", "picamera2"] = Field(description="Where frames come from.")
+    camera: int | str | None = Field(None, description="Camera index (0) or device path (/dev/video0).")
+    url: str | None = Field(None, description="RTSP or HTTP stream URL.")
+    path: Path | None = Field(None, description="Video file or image folder.")
+    loop: bool = Field(False, description="Video: start again at the end instead of stopping.")
+    fps: float | None = Field(
+        None, gt=0, description="Pace frames at this rate (video default: the file's own frame rate)."
+    )
+    width: int | None = Field(None, gt=0, description="Camera capture width request.")
+    height: int | None = Field(None, gt=0, description="Camera capture height request.")
+    reopen_backoff_s: list[float] = Field(
+        [1.0, 30.0], min_length=2, max_length=2, description="Reopen delay after a failure: [first, maximum] seconds."
+    )
+
+    @model_validator(mode="after")
+    def _needs_location(self) -> SourceConfig:
+        need = {"camera": "camera", "url": "url", "video": "path", "folder": "path"}.get(self.kind)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"source kind {self.kind!r} needs '{need}'")
+        return self
+
+
+class InferenceConfig(_Section):
+    max_fps: float = Field(10.0, gt=0, description="Upper bound on frames classified per second.")
+    score_threshold: float = Field(0.5, ge=0, le=1, description="Smoothed score a label needs to count as seen.")
+    top_k: int = Field(3, ge=1, le=20, description="Labels kept per frame (classification messages).")
+    smoothing_frames: int = Field(3, ge=1, le=100, description="Scores are averaged over this many frames.")
+    min_frames: int = Field(3, ge=1, description="A run of at least this many confident frames is one sighting.")
+    ignore_labels: list[str] = Field(default_factory=list, description="Labels never reported (e.g. 'background').")
+
+
+class ScanConfig(_Section):
+    interval_s: float | None = Field(None, gt=0, description="Start a new scan every N seconds; unset: MQTT commands.")
+    auto_start: bool = Field(True, description="Start a scan at startup (else wait for cmd/scan/start).")
+
+
+class TLSConfig(_Section):
+    ca: Path | None = Field(None, description="CA certificate (PEM) that signed the broker's certificate.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key: Path | None = Field(None, description="Client private key (PEM).")
+    insecure: bool = Field(False, description="Skip broker host name verification (testing only).")
+
+
+class MQTTConfig(_Section):
+    host: str = Field("localhost", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
+    protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
+    username: str | None = Field(None, description="User name; the password comes from password_env.")
+    password_env: str = Field("SHELFSCAN_MQTT_PASSWORD", description="Environment variable holding the password.")
+    tls: TLSConfig | None = Field(None, description="TLS settings; absent: plain TCP.")
+    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of sighting, counts and status messages.")
+    reconnect_backoff_s: list[float] = Field([1.0, 30.0], min_length=2, max_length=2,
+                                             description="Reconnect delay: [first, maximum] seconds.")  # fmt: skip
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env)
+
+
+class OutboxConfig(_Section):
+    max_messages: int = Field(100_000, ge=10, description="Unsent messages kept; beyond that the oldest are dropped.")
+    max_bytes: int = Field(64 * 2**20, ge=4096, description="Unsent bytes kept; beyond that the oldest are dropped.")
+
+
+class PublishConfig(_Section):
+    stats_interval_s: float = Field(10.0, gt=0, description="Seconds between stats messages (QoS 0).")
+    classification: bool = Field(False, description="Also publish per-frame classifications (QoS 0).")
+    classification_max_rate: float = Field(2.0, gt=0, description="At most this many classification messages/s.")
+
+
+class AgentConfig(_Section):
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    model: ModelConfig
+    source: SourceConfig
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{where}'"
+    if err["type"] == "missing":
+        return f"{path}: missing required key '{where}'"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{path}: {where}: {err['msg']}{more}"
+
+
+def parse_config(data: dict[str, Any], path: str | Path = "<config>") -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ShelfscanError(_describe(exc, Path(path))) from None
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a TOML file; every error is one line naming the file and the key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShelfscanError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ShelfscanError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, path)
+
+
+def example_toml() -> str:
+    """A fully commented example, generated from the field descriptions."""
+    sample = {
+        "model": {"bundle": "/var/lib/shelfscan/bundles/current"},
+        "source": {"kind": "camera", "camera": 0},
+    }
+    lines = ["# shelfscan-agent configuration (TOML). Secrets come from the environment.", ""]
+    for name, field in AgentConfig.model_fields.items():
+        section = field.annotation
+        lines.append(f"[{name}]")
+        for key, sub in section.model_fields.items():  # type: ignore[union-attr]
+            lines.append(f"# {sub.description}")
+            value = sample.get(name, {}).get(key)
+            if value is None and not sub.is_required():
+                default = sub.get_default(call_default_factory=True)
+                if default is None:
+                    lines.append(f"# {key} =")
+                    continue
+                value = default
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, BaseModel):
+        return "{}"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

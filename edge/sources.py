@@ -1,0 +1,225 @@
+"""Frame sources and the capture thread.
+
+Capture runs in its own thread into a one-slot buffer: the newest frame wins and overwritten
+frames are counted as drops, so a slow model never builds a backlog of stale frames. A source
+that fails is reopened with exponential backoff and its state reported; a lost camera never
+ends the service. A video file without ``loop`` ends, which is how tests and the demo finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.config import SourceConfig
+from edge.errors import ImageError, ShelfscanError
+from edge.evaluate import is_image
+from edge.preprocess import read_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR uint8
+    ts: float  # wall-clock seconds
+    index: int
+
+
+class SourceEndedError(Exception):
+    """The source has no more frames and will not have any (a video file without loop)."""
+
+
+class Source:
+    name = "source"
+
+    def open(self) -> None: ...
+
+    def read(self) -> np.ndarray | None:
+        """Next BGR frame; None means "failed, reopen me"; raises SourceEndedError at a final end."""
+        raise NotImplementedError
+
+    def close(self) -> None: ...
+
+
+class CvSource(Source):
+    """Camera index or device, RTSP/HTTP URL, or video file through OpenCV."""
+
+    def __init__(self, target: int | str, name: str, loop: bool = False, width: int | None = None,
+                 height: int | None = None, is_file: bool = False) -> None:  # fmt: skip
+        self.target, self.name, self.loop, self.is_file = target, name, loop, is_file
+        self.width, self.height = width, height
+        self.cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        if self.is_file and not Path(str(self.target)).is_file():
+            raise ShelfscanError(f"{self.target}: video file not found")
+        self.cap = cv2.VideoCapture(self.target)
+        if not self.cap.isOpened():
+            raise ShelfscanError(f"{self.name}: cannot open")
+        self.native_fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0) if self.is_file else 0.0
+        if self.width:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+
+    def read(self) -> np.ndarray | None:
+        assert self.cap is not None
+        ok, frame = self.cap.read()
+        if ok:
+            return frame
+        if self.is_file:
+            if not self.loop:
+                raise SourceEndedError
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.cap.read()
+            return frame if ok else None
+        return None
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class FolderSource(Source):
+    """Images in a folder, oldest name first; files that appear later are picked up too."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.name = path, f"folder {path}"
+        self.seen: set[str] = set()
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise ShelfscanError(f"{self.path}: image folder not found")
+
+    def read(self) -> np.ndarray | None:
+        while True:
+            new = sorted(p for p in self.path.iterdir() if is_image(p) and p.name not in self.seen)
+            if not new:
+                time.sleep(0.2)
+                return np.empty((0, 0, 3), np.uint8)  # nothing yet: not a failure
+            path = new[0]
+            self.seen.add(path.name)
+            try:
+                return read_image(path)
+            except ImageError as exc:
+                log.error("skipping %s", exc)
+
+
+class Picamera2Source(Source):
+    name = "picamera2"
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # type: ignore[import-not-found]
+        except ImportError:
+            raise ShelfscanError("source kind 'picamera2' needs the picamera2 package (Raspberry Pi OS)") from None
+        self.cam = Picamera2()
+        self.cam.configure(self.cam.create_preview_configuration(main={"format": "BGR888"}))
+        self.cam.start()
+
+    def read(self) -> np.ndarray | None:
+        return self.cam.capture_array()
+
+    def close(self) -> None:
+        if getattr(self, "cam", None) is not None:
+            self.cam.stop()
+
+
+def make_source(cfg: SourceConfig) -> Source:
+    if cfg.kind == "camera":
+        cam = cfg.camera
+        target: int | str = int(cam) if isinstance(cam, str) and cam.isdigit() else cam  # type: ignore[assignment]
+        return CvSource(target, f"camera {cam}", width=cfg.width, height=cfg.height)
+    if cfg.kind == "url":
+        return CvSource(str(cfg.url), f"stream {cfg.url}")
+    if cfg.kind == "video":
+        return CvSource(str(cfg.path), f"video {cfg.path}", loop=cfg.loop, is_file=True)
+    if cfg.kind == "folder":
+        return FolderSource(Path(str(cfg.path)))
+    return Picamera2Source()
+
+
+class CaptureThread(threading.Thread):
+    """Reads frames into a one-slot buffer; reopens failed sources with backoff."""
+
+    def __init__(self, source: Source, on_state: Callable[[str, str], None], fps: float | None = None,
+                 backoff: tuple[float, float] = (1.0, 30.0)) -> None:  # fmt: skip
+        super().__init__(name="capture", daemon=True)
+        self.source, self.on_state, self.fps, self.backoff = source, on_state, fps, backoff
+        self._cond = threading.Condition()
+        self._slot: Frame | None = None
+        self._stop = threading.Event()
+        self.ended = threading.Event()
+        self.frames = 0
+        self.dropped = 0
+        self.state = "starting"
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self.state:
+            self.state = state
+            self.on_state(state, detail)
+
+    def run(self) -> None:
+        delay = self.backoff[0]
+        opened = False
+        while not self._stop.is_set():
+            try:
+                if not opened:
+                    self.source.open()
+                    opened = True
+                    delay = self.backoff[0]
+                    self._set_state("ok", self.source.name)
+                image = self.source.read()
+                if image is None:
+                    raise ShelfscanError(f"{self.source.name}: read failed")
+                if image.size == 0:
+                    continue
+            except SourceEndedError:
+                self._set_state("ended", self.source.name)
+                break
+            except Exception as exc:  # a vanished camera must never end the service
+                self._set_state("error", str(exc))
+                log.error("source error: %s (reopening in %.0f s)", exc, delay)
+                self.source.close()
+                opened = False
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            self._put(Frame(image, time.time(), self.frames))
+            fps = self.fps or getattr(self.source, "native_fps", 0.0)
+            if fps:
+                self._stop.wait(1.0 / fps)
+        self.source.close()
+        self.ended.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def _put(self, frame: Frame) -> None:
+        with self._cond:
+            if self._slot is not None:
+                self.dropped += 1
+            self._slot = frame
+            self.frames += 1
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> Frame | None:
+        """The newest frame, waiting up to ``timeout``; None if none came (or the source ended)."""
+        with self._cond:
+            if self._slot is None and not self.ended.is_set():
+                self._cond.wait(timeout)
+            frame, self._slot = self._slot, None
+            return frame
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
