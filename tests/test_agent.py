@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -83,4 +85,60 @@ def test_video_counts_match_truth_and_messages_are_schema_valid(tmp_path, broker
     }
     seqs = [d["seq"] for t, d, _ in sub.messages if t.rsplit("/", 1)[-1] in DURABLE]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    sub.close()
+
+
+def looping(video: Path) -> str:
+    return f'kind = "video"\npath = "{video}"\nloop = true'
+
+
+def assert_no_gap(sub: Subscriber) -> list[int]:
+    seqs = durable_seqs(sub)
+    assert seqs, "no durable messages received"
+    assert seqs == list(range(seqs[0], seqs[-1] + 1)), (
+        f"gap in seq: {sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))}"
+    )
+    return seqs
+
+
+def stop_agent(agent: subprocess.Popen[bytes], log: Path) -> None:
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(30) == 0, log.read_text()[-3000:]
+
+
+def test_broker_outage_loses_nothing(tmp_path, broker, bundle, video):
+    sub = Subscriber(broker.port, "test/robot-1/#", client_id="inventory")
+    log = tmp_path / "agent.log"
+    agent = start_agent(agent_config(tmp_path, broker.port, bundle, looping(video)), log)
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= 2, 30), log.read_text()[-2000:]
+    broker.stop()
+    time.sleep(11)  # the agent keeps scanning into its outbox
+    broker.start()
+    before = len(sub.of("sighting"))
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= before + 6, 40), log.read_text()[-2000:]
+    stop_agent(agent, log)
+    assert sub.wait_for(lambda s: any(d.get("state") == "offline" for d in s.of("status")), 10)
+    seqs = assert_no_gap(sub)
+    assert len(seqs) > 10
+    validate(sub.messages)
+    sub.close()
+
+
+def test_sigkill_while_broker_down_loses_nothing(tmp_path, broker, bundle, video):
+    sub = Subscriber(broker.port, "test/robot-1/#", client_id="inventory")
+    log = tmp_path / "agent.log"
+    cfg = agent_config(tmp_path, broker.port, bundle, looping(video))
+    agent = start_agent(cfg, log)
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= 2, 30), log.read_text()[-2000:]
+    broker.stop()
+    time.sleep(5)  # sightings pile up in the outbox ...
+    agent.kill()  # ... and the agent dies without any chance to flush
+    agent.wait(10)
+    broker.start()
+    agent = start_agent(cfg, log)
+    before = len(sub.of("sighting"))
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= before + 6, 40), log.read_text()[-2000:]
+    stop_agent(agent, log)
+    assert sub.wait_for(lambda s: any(d.get("state") == "offline" and d["seq"] > 1 for d in s.of("status")), 10)
+    assert_no_gap(sub)
     sub.close()
