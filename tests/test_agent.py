@@ -56,7 +56,9 @@ def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 def validate(messages: list[tuple[str, dict, bool]]) -> None:
     for topic, doc, _ in messages:
-        kind = topic.rsplit("/", 1)[-1]
+        kind = topic.split("/", 2)[-1]
+        if "/" in kind:  # cmd/... published by the test itself
+            continue
         jsonschema.validate(doc, json.loads((SCHEMAS / f"{kind}.schema.json").read_text()))
 
 
@@ -141,4 +143,155 @@ def test_sigkill_while_broker_down_loses_nothing(tmp_path, broker, bundle, video
     stop_agent(agent, log)
     assert sub.wait_for(lambda s: any(d.get("state") == "offline" and d["seq"] > 1 for d in s.of("status")), 10)
     assert_no_gap(sub)
+    sub.close()
+
+
+def publish(port: int, topic: str, payloads: list[bytes]) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-commander")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    for p in payloads:
+        c.publish(topic, p, qos=1).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+
+
+def test_scan_commands_and_malformed_payloads(tmp_path, broker, bundle, video):
+    """A few hundred malformed commands (hypothesis) each get an error message; the agent carries on."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    cfg = agent_config(tmp_path, broker.port, bundle, looping(video), scan={"auto_start": False})
+    agent = start_agent(cfg, log)
+    assert sub.wait_for(lambda s: any(d.get("state") == "online" for d in s.of("status")), 20), log.read_text()
+    time.sleep(1.5)
+    assert sub.of("sighting") == []  # no scan yet: nothing is counted
+
+    bad: list[tuple[str, bytes]] = []
+    no_scan_id = st.dictionaries(st.text(max_size=10), st.integers() | st.none(), max_size=3)
+    junk = st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=100).map(str.encode),
+        st.lists(st.integers(), max_size=5).map(lambda v: json.dumps(v).encode()),
+        no_scan_id.map(lambda d: json.dumps(d).encode()),
+    )
+
+    @settings(max_examples=300, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+    @given(st.sampled_from(["scan/start", "scan/nope", "x/y/z"]), junk)
+    def collect(name: str, payload: bytes) -> None:
+        bad.append((name, payload))
+
+    collect()
+    for name in ("scan/start", "scan/nope", "x/y/z"):
+        publish(broker.port, f"test/robot-1/cmd/{name}", [p for n, p in bad if n == name])
+    assert sub.wait_for(lambda s: len(s.of("error")) >= len(bad), 60), (len(sub.of("error")), len(bad))
+    assert agent.poll() is None, log.read_text()[-2000:]
+
+    publish(broker.port, "test/robot-1/cmd/scan/start", [json.dumps({"scan_id": "aisle-7", "location": "A7"}).encode()])
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= 3, 30)
+    publish(broker.port, "test/robot-1/cmd/scan/stop", [b""])
+    assert sub.wait_for(lambda s: any(d["final"] and d["scan_id"] == "aisle-7" for d in s.of("counts")), 10)
+    final = [d for d in sub.of("counts") if d["final"]][-1]
+    assert final["location"] == "A7" and set(final["counts"]) <= {"Egyptian cat", "espresso"}
+    assert all(s["scan_id"] == "aisle-7" for s in sub.of("sighting"))
+    stop_agent(agent, log)
+    validate(sub.messages)
+    sub.close()
+
+
+def test_reload_refuses_tampered_bundle_and_accepts_good_one(tmp_path, broker, bundle, video, reference):
+    import shutil
+
+    releases = tmp_path / "releases"
+    good, tampered = releases / "v1", releases / "v2-tampered"
+    shutil.copytree(bundle, good)
+    shutil.copytree(bundle, tampered)
+    data = bytearray((tampered / "model.tflite").read_bytes())
+    data[-200] ^= 0x55
+    (tampered / "model.tflite").write_bytes(bytes(data))
+    current = tmp_path / "current"
+    current.symlink_to(good)
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    agent = start_agent(agent_config(tmp_path, broker.port, current, looping(video)), log)
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= 1, 30), log.read_text()[-2000:]
+
+    tmp_link = tmp_path / "current.new"
+    tmp_link.symlink_to(tampered)
+    tmp_link.replace(current)  # atomic swap, as an installer would do it
+    assert sub.wait_for(lambda s: any("sha256 mismatch" in d["error"] for d in s.of("error")), 15), log.read_text()[
+        -2000:
+    ]
+    n = len(sub.of("sighting"))
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= n + 2, 30)  # still running on the old model
+    assert agent.poll() is None
+
+    v3 = releases / "v3"
+    spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
+    write_bundle(v3, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
+                 spec, name="imagenet-ref", version="3", backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    tmp_link = tmp_path / "current.new"
+    tmp_link.symlink_to(v3)
+    tmp_link.replace(current)
+    assert sub.wait_for(lambda s: any(d.get("reloaded_from") for d in s.of("status")), 15), log.read_text()[-2000:]
+    assert sub.wait_for(lambda s: any(d["model"]["version"] == "3" for d in s.of("sighting")), 30)
+    agent.send_signal(signal.SIGHUP)  # explicit reload of the same bundle also works
+    assert sub.wait_for(lambda s: sum(1 for d in s.of("status") if d.get("reloaded_from")) >= 2, 15)
+    stop_agent(agent, log)
+    validate(sub.messages)
+    sub.close()
+
+
+def test_config_errors_are_one_line(tmp_path, bundle):
+    from tests.conftest import run_cli
+
+    cases = {
+        'kind = "video"\npath = "x.avi"\ncolour = 1': "unknown key 'source.colour'",
+        'kind = "telescope"': "source.kind: Input should be",
+        'kind = "video"': "source: Value error, source kind 'video' needs 'path'",
+    }
+    for source, message in cases.items():
+        cfg = agent_config(tmp_path, 1883, bundle, source)
+        proc = run_cli("config", "--check", str(cfg))
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and str(cfg) in lines[0], lines
+    ok = agent_config(tmp_path, 1883, bundle, 'kind = "camera"\ncamera = 0')
+    assert run_cli("config", "--check", str(ok)).returncode == 0
+    example = run_cli("config", "--example").stdout
+    (tmp_path / "example.toml").write_text(example)
+    proc = run_cli("config", "--check", str(tmp_path / "example.toml"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_missing_camera_and_corrupt_images_do_not_stop_the_agent(tmp_path, broker, bundle, reference):
+    import shutil
+
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    agent = start_agent(agent_config(tmp_path, broker.port, bundle, 'kind = "camera"\ncamera = "/dev/video99"'), log)
+    assert sub.wait_for(lambda s: any(d.get("source") == "error" for d in s.of("status")), 20), log.read_text()
+    time.sleep(2)
+    assert agent.poll() is None and "reopening" in log.read_text()
+    stop_agent(agent, log)
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    log2 = tmp_path / "agent2.log"
+    cfg = agent_config(tmp_path, broker.port, bundle, f'kind = "folder"\npath = "{folder}"',
+                       inference={"min_frames": 1, "smoothing_frames": 1})  # fmt: skip
+    agent = start_agent(cfg, log2)
+    (folder / "a-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    shutil.copy(reference / "samples" / "coffee.png", folder / "b-coffee.png")
+    shutil.copy(reference / "samples" / "chelsea.png", folder / "c-cat.png")
+    assert sub.wait_for(lambda s: any(d.get("counts", {}).get("espresso") for d in s.of("counts")), 20), (
+        log2.read_text()
+    )
+    assert agent.poll() is None and "a-broken.jpg: corrupt or truncated JPEG" in log2.read_text()
+    stop_agent(agent, log2)
     sub.close()
