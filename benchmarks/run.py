@@ -6,7 +6,12 @@ import runpy
 import sys
 
 # Order matters: converter_bench converts the fine-tuned model that trainer_bench leaves in runs/.
-BENCHMARKS = ["benchmarks.runtime_overhead", "benchmarks.trainer_bench", "benchmarks.converter_bench"]
+BENCHMARKS = [
+    "benchmarks.runtime_overhead",
+    "benchmarks.trainer_bench",
+    "benchmarks.converter_bench",
+    "benchmarks.agent_bench",
+]
 
 if __name__ == "__main__":
     for module in BENCHMARKS:

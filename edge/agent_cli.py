@@ -15,6 +15,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--example", action="store_true", help="print a fully commented example configuration")
     g.add_argument("--check", metavar="FILE", help="validate a configuration file")
+    g.add_argument("--reference", action="store_true", help="print the configuration reference (markdown)")
     handlers["config"] = config
 
 
@@ -28,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def config(args: argparse.Namespace) -> int:
-    from edge.config import example_toml, load_config
+    from edge.config import example_toml, load_config, reference_markdown
 
+    if args.reference:
+        print(reference_markdown())
+        return 0
     if args.example:
         print(example_toml())
         return 0

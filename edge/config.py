@@ -184,3 +184,34 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, BaseModel):
         return "{}"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md, generated from the model (a test keeps the file current)."""
+    lines = [
+        "# Agent configuration reference",
+        "",
+        "Generated from `edge/config.py` (`shelfscan-agent config --reference > docs/configuration.md`); "
+        "`shelfscan-agent config --example` prints a commented example, `config --check FILE` validates one. "
+        "Unknown keys are errors. Secrets come from the environment (`mqtt.password_env`).",
+        "",
+    ]
+    for name, field in AgentConfig.model_fields.items():
+        section = field.annotation
+        required = " (required)" if field.is_required() else ""
+        lines += [f"## [{name}]{required}", "", "| key | type | default | description |", "|---|---|---|---|"]
+        for key, sub in section.model_fields.items():  # type: ignore[union-attr]
+            if sub.is_required():
+                default = "required"
+            elif key == "id":
+                default = "host name"
+            else:
+                value = sub.get_default(call_default_factory=True)
+                default = "none" if value is None else _toml_value(str(value) if isinstance(value, Path) else value)
+            ann = sub.annotation
+            kind = getattr(ann, "__name__", None) if isinstance(ann, type) else None
+            kind = kind or str(ann).replace("typing.", "").replace("pathlib.", "").replace("edge.config.", "")
+            text = str(sub.description).replace("<", "&lt;").replace(">", "&gt;")
+            lines.append(f"| `{key}` | {kind.replace(' | ', ' or ')} | `{default}` | {text} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -295,3 +295,12 @@ def test_missing_camera_and_corrupt_images_do_not_stop_the_agent(tmp_path, broke
     assert agent.poll() is None and "a-broken.jpg: corrupt or truncated JPEG" in log2.read_text()
     stop_agent(agent, log2)
     sub.close()
+
+
+def test_configuration_reference_is_current():
+    from edge.config import reference_markdown
+
+    committed = (REPO / "docs" / "configuration.md").read_text()
+    assert committed.strip() == reference_markdown().strip(), (
+        "run: shelfscan-agent config --reference > docs/configuration.md"
+    )
