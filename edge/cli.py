@@ -61,7 +61,7 @@ def open_classifier(args: argparse.Namespace):
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from edge import agent_cli, classify_cli
+    from edge import agent_cli, bench_cli, classify_cli
 
     parser = argparse.ArgumentParser(
         prog="shelfscan-agent",
@@ -73,6 +73,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers: dict[str, Handler] = {}
     classify_cli.register(sub, handlers)
     agent_cli.register(sub, handlers)
+    bench_cli.register(sub, handlers)
     return parser, handlers
 
 
