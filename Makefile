@@ -17,13 +17,17 @@ $(STAMP):
 	$(PIP) install -q -e '.[edge,train,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Mosquitto is what the agent tests talk to; install it when we may and it is missing.
+# Mosquitto (the agent tests' broker) and systemd-analyze (unit file checks): installed when
+# we may (root with apt-get) and they are missing.
+SYSTEM_PKGS = mosquitto:/usr/sbin/mosquitto systemd:/usr/bin/systemd-analyze
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@missing=""; for pair in $(SYSTEM_PKGS); do pkg=$${pair%%:*}; bin=$${pair#*:}; \
+	  [ -x "$$bin" ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing mosquitto (apt-get)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	  else echo "warning: mosquitto not found and not root: MQTT tests will fail in CI"; fi; \
+	    echo "installing$$missing (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "warning: missing$$missing and not root: their tests will fail in CI"; fi; \
 	fi
 
 test: setup system-deps lint

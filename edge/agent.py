@@ -199,8 +199,16 @@ class Agent:
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:
+        from edge.sdnotify import Watchdog, notify, watchdog_interval
+
         self.link.start()
         self.capture.start()
+        interval = watchdog_interval()
+        watchdog = None
+        if interval:
+            watchdog = Watchdog(interval, lambda: self.progress, stall_after=max(interval, 5.0))
+            watchdog.start()
+        notify(f"READY=1\nSTATUS=running {self.clf.bundle.manifest.name} {self.clf.bundle.manifest.version}")
         if self.cfg.scan.auto_start:
             self.start_scan(f"auto-{int(time.time())}")
         last_stats = last_watch = last_scan = time.monotonic()
@@ -230,6 +238,9 @@ class Agent:
                 continue
             last_frame = time.monotonic()
             self.process(frame.image, frame.ts)
+        notify("STOPPING=1")
+        if watchdog:
+            watchdog.stop()
         return self.shutdown()
 
     def process(self, image: np.ndarray, ts: float) -> None:
