@@ -16,6 +16,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def run_as() -> str:
+    """As root, Mosquitto drops to user 'mosquitto', which cannot read pytest's private temp dirs."""
+    import getpass
+    import os
+
+    return f"user {getpass.getuser()}\n" if os.geteuid() == 0 else ""
+
+
 def mosquitto_binary() -> str:
     for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if candidate and Path(candidate).exists():
@@ -34,7 +42,7 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
-            f"log_dest file {workdir}/mosquitto.log\n{extra_conf}"
+            f"log_dest file {workdir}/mosquitto.log\n{run_as()}{extra_conf}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -68,6 +68,12 @@ def write_shelf_video(path: Path, photos: list[Path], pattern: list[int], frames
     writer.release()
 
 
+def toml_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
 def agent_config(tmp: Path, port: int, bundle: Path, source: str, **sections: dict[str, Any]) -> Path:
     """Write an agent TOML for tests."""
     parts = {
@@ -84,7 +90,7 @@ def agent_config(tmp: Path, port: int, bundle: Path, source: str, **sections: di
     for name, values in parts.items():
         lines.append(f"[{name}]")
         for k, v in values.items():
-            lines.append(f"{k} = {json.dumps(v)}")
+            lines.append(f"{k} = {toml_value(v)}")
     lines.insert(0, "")
     text = "\n".join(lines).replace("[source]", f"[source]\n{source}")
     path = tmp / "agent.toml"
