@@ -304,3 +304,39 @@ def test_configuration_reference_is_current():
     assert committed.strip() == reference_markdown().strip(), (
         "run: shelfscan-agent config --reference > docs/configuration.md"
     )
+
+
+def test_trusted_keys_refuse_unsigned_bundles_at_start_and_on_reload(tmp_path, broker, bundle, video):
+    import shutil
+
+    from edge.signing import generate_key, sign_bundle
+    from tests.conftest import run_cli
+
+    key, pub = generate_key(tmp_path / "signing.pem")
+    signed, unsigned = tmp_path / "signed", tmp_path / "unsigned"
+    shutil.copytree(bundle, signed)
+    shutil.copytree(bundle, unsigned)
+    sign_bundle(signed, key)
+    current = tmp_path / "current"
+    current.symlink_to(unsigned)
+    source = looping(video)
+    cfg = agent_config(tmp_path, broker.port, current, source, model={"trusted_keys": [str(pub)]})
+    proc = run_cli("run", "--config", str(cfg))
+    assert proc.returncode == 2 and "unsigned bundle" in proc.stderr.strip().splitlines()[-1]
+
+    current.unlink()
+    current.symlink_to(signed)
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    agent = start_agent(cfg, log)
+    assert sub.wait_for(lambda s: len(s.of("sighting")) >= 1, 30), log.read_text()[-2000:]
+    new = tmp_path / "current.new"
+    new.symlink_to(unsigned)
+    new.replace(current)
+    assert sub.wait_for(lambda s: any("unsigned bundle" in d["error"] for d in s.of("error")), 15), log.read_text()[
+        -2000:
+    ]
+    n = len(sub.of("sighting"))
+    assert sub.wait_for(lambda s: len(s.of("sighting")) > n, 20) and agent.poll() is None
+    stop_agent(agent, log)
+    sub.close()
