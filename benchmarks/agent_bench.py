@@ -24,26 +24,32 @@ FREIBURG = SHARED / "datasets" / "freiburg_groceries"
 BUNDLE = REPO / "runs" / "bench-inception_v3-int8"
 
 PROBE = r"""
-import json, resource, statistics, sys, time
+import json, statistics, sys, time
 from edge.agent import Agent
 from edge.config import load_config
 agent = Agent(load_config(sys.argv[1]))
-t0 = time.perf_counter()
+stamps = []
+process = agent.process
+def timed(image, ts):
+    process(image, ts)
+    stamps.append(time.perf_counter())
+agent.process = timed
 agent.run()
-wall = time.perf_counter() - t0
 clf = agent.clf
 clf.interpreter.set_tensor(clf.io.input.index, clf.preprocessor.buffer)
 bare = []
 for _ in range(40):
     s = time.perf_counter(); clf.interpreter.invoke(); bare.append(time.perf_counter() - s)
 frame = sorted(agent.latency["frame"])
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({
-    "frames": agent.frames_done, "wall_s": wall, "dropped": agent.capture.dropped,
+    "frames": agent.frames_done, "dropped": agent.capture.dropped,
+    "busy_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
     "frame_ms_p50": 1e3 * statistics.median(frame), "frame_ms_p99": 1e3 * frame[int(0.99 * (len(frame) - 1))],
     "agent_invoke_ms_p50": 1e3 * statistics.median(agent.latency["invoke"]),
     "preprocess_ms_p50": 1e3 * statistics.median(agent.latency["preprocess"]),
     "bare_invoke_ms_p50": 1e3 * statistics.median(bare),
-    "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mb": int(hwm) / 1024,
     "tensorflow_loaded": "tensorflow" in sys.modules,
 }))
 """
@@ -77,33 +83,43 @@ def main() -> None:
     video = tmp / "shelf.avi"
     write_shelf_video(video, [ref / "chelsea.png", ref / "coffee.png"], [0, 1] * 4, frames_per_run=25)
     broker = Broker(tmp / "broker").start()
-    try:
-        cfg = agent_config(tmp, broker.port, bundle, f'kind = "video"\npath = "{video}"\nfps = 1000',
+    probe = tmp / "probe.py"
+    probe.write_text(PROBE)
+
+    def run_probe(name: str, fps: float) -> dict:
+        cfg = agent_config(tmp / name, broker.port, bundle, f'kind = "video"\npath = "{video}"\nfps = {fps}',
                            model={"threads": 2}, inference={"max_fps": 1000})  # fmt: skip
-        probe = tmp / "probe.py"
-        probe.write_text(PROBE)
         proc = subprocess.run([sys.executable, str(probe), str(cfg)], capture_output=True, text=True, cwd=REPO,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)  # fmt: skip
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr[-3000:])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    try:
+        (tmp / "latency").mkdir()
+        (tmp / "throughput").mkdir()
+        lat = run_probe("latency", 8)  # a camera slower than the model: every frame waits for nothing
+        thr = run_probe("throughput", 1000)  # recorded video as fast as it goes (backpressure, no drops)
     finally:
         broker.stop()
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-3000:])
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    r["latency_ratio"] = round(r["frame_ms_p50"] / r["bare_invoke_ms_p50"], 3)
-    r["throughput_fps"] = round(r["frames"] / r["wall_s"], 2)
-    r["throughput_ratio"] = round(r["throughput_fps"] * r["bare_invoke_ms_p50"] / 1e3, 3)
+    r = {"latency_run": lat, "throughput_run": thr}
+    r["latency_ratio"] = round(lat["frame_ms_p50"] / lat["bare_invoke_ms_p50"], 3)
+    r["throughput_ratio"] = round(thr["busy_fps"] * thr["bare_invoke_ms_p50"] / 1e3, 3)
     body = (
         f"Bundle `{bundle.relative_to(REPO)}` (InceptionV3, random weights, int8, uint8 I/O, 299 px), 2 threads, "
-        f"video 640x480 MJPG, {r['frames']} frames classified, capture unpaced (newest frame wins).\n\n"
+        f"video 640x480 MJPG ({lat['frames']} frames). Latency run: video paced at 8 fps (below the model's rate). "
+        f"Throughput run: unpaced, read with backpressure ({thr['frames']} frames, {thr['dropped']} dropped). "
+        "Bare `invoke()` medians are measured in the same process right after each run.\n\n"
         "| figure | value | target |\n|---|---|---|\n"
-        f"| frame → message handed to MQTT client, p50 | {r['frame_ms_p50']:.2f} ms | |\n"
-        f"| same, p99 | {r['frame_ms_p99']:.2f} ms | |\n"
-        f"| bare `invoke()` p50, same process | {r['bare_invoke_ms_p50']:.2f} ms | |\n"
-        f"| ratio | **{r['latency_ratio']}** | ≤ 1.10 |\n"
-        f"| video throughput | {r['throughput_fps']} frames/s | |\n"
-        f"| throughput × invoke median | **{r['throughput_ratio']}** | ≥ 0.9 |\n"
-        f"| agent peak RSS | **{r['max_rss_mb']:.0f} MB** | ≤ 200 MB |\n"
-        f"| TensorFlow loaded in the agent | {r['tensorflow_loaded']} | False |\n"
+        f"| frame → message handed to MQTT client, p50 | {lat['frame_ms_p50']:.2f} ms | |\n"
+        f"| same, p99 | {lat['frame_ms_p99']:.2f} ms | |\n"
+        f"| preprocess p50 (640x480 → 299, antialiased) | {lat['preprocess_ms_p50']:.2f} ms | |\n"
+        f"| bare `invoke()` p50, same process | {lat['bare_invoke_ms_p50']:.2f} ms | |\n"
+        f"| latency ratio | **{r['latency_ratio']}** | ≤ 1.10 |\n"
+        f"| video throughput (busy) | {thr['busy_fps']:.2f} frames/s | |\n"
+        f"| throughput × bare invoke median | **{r['throughput_ratio']}** | ≥ 0.9 |\n"
+        f"| agent peak RSS (VmHWM) | **{max(lat['peak_rss_mb'], thr['peak_rss_mb']):.0f} MB** | ≤ 200 MB |\n"
+        f"| TensorFlow loaded in the agent | {lat['tensorflow_loaded'] or thr['tensorflow_loaded']} | False |\n"
     )
     print(write_report("agent", "Agent figures", r, body).read_text())
 

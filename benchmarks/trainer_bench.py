@@ -65,7 +65,7 @@ def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> di
     warm = load_dataset(DATA, verify=False).splits["val"][:batch]  # trace the pipeline and the graph once
     extract_features(warm, extract, spec, FeatureCache(tmp / "incv3-warm", "k"), AugmentConfig(), batch, "warm-up")
     results = []
-    for attempt in range(2):  # alternate, so drift hits both
+    for attempt in range(3):  # alternate, so drift hits both
         cache = FeatureCache(tmp / f"incv3-{attempt}", "k")
         t0 = time.perf_counter()
         extract_features(samples, extract, spec, cache, AugmentConfig(), batch, "inception_v3")
@@ -75,7 +75,7 @@ def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> di
             pooled.predict_on_batch(x)
         ref = (n_images // batch) * batch / (time.perf_counter() - t0)
         results.append((pipe, ref))
-    pipe, ref = max(results, key=lambda r: r[0] / r[1])
+    pipe, ref = float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
     return {"images": n_images, "batch": batch, "pipeline_img_s": round(pipe, 2),
             "predict_on_batch_img_s": round(ref, 2), "ratio": round(pipe / ref, 3),
             "attempts": [[round(a, 2), round(b, 2)] for a, b in results]}  # fmt: skip
@@ -116,7 +116,8 @@ def main() -> None:
         + f"\n\nWarm-cache speed-up (augmentation on, end to end): **{res['warm_speedup']}x**.\n\n"
         f"InceptionV3 (random weights, 299 px) feature extraction, {ex['images']} Freiburg files, batch "
         f"{ex['batch']}: pipeline {ex['pipeline_img_s']} img/s vs `predict_on_batch` on ready tensors "
-        f"{ex['predict_on_batch_img_s']} img/s: ratio **{ex['ratio']}**.\n"
+        f"{ex['predict_on_batch_img_s']} img/s (means of 3 alternating attempts, each listed in the JSON): "
+        f"ratio **{ex['ratio']}**.\n"
     )
     print(write_report("trainer", "Trainer (transfer learning) figures", res, body).read_text())
 

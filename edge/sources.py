@@ -1,7 +1,8 @@
 """Frame sources and the capture thread.
 
-Capture runs in its own thread into a one-slot buffer: the newest frame wins and overwritten
-frames are counted as drops, so a slow model never builds a backlog of stale frames. A source
+Capture runs in its own thread into a one-slot buffer: for live sources the newest frame wins
+and overwritten frames are counted as drops, so a slow model never builds a backlog of stale
+frames; recorded media (video files, folders) wait for the consumer instead. A source
 that fails is reopened with exponential backoff and its state reported; a lost camera never
 ends the service. A video file without ``loop`` ends, which is how tests and the demo finish.
 """
@@ -39,6 +40,9 @@ class SourceEndedError(Exception):
 
 class Source:
     name = "source"
+    #: Recorded media (video files, image folders) are read with backpressure: every frame is
+    #: classified and none is decoded only to be dropped. Live sources keep the newest frame.
+    recorded = False
 
     def open(self) -> None: ...
 
@@ -55,6 +59,7 @@ class CvSource(Source):
     def __init__(self, target: int | str, name: str, loop: bool = False, width: int | None = None,
                  height: int | None = None, is_file: bool = False) -> None:  # fmt: skip
         self.target, self.name, self.loop, self.is_file = target, name, loop, is_file
+        self.recorded = is_file
         self.width, self.height = width, height
         self.cap: cv2.VideoCapture | None = None
 
@@ -91,6 +96,8 @@ class CvSource(Source):
 
 class FolderSource(Source):
     """Images in a folder, oldest name first; files that appear later are picked up too."""
+
+    recorded = True
 
     def __init__(self, path: Path) -> None:
         self.path, self.name = path, f"folder {path}"
@@ -205,6 +212,8 @@ class CaptureThread(threading.Thread):
 
     def _put(self, frame: Frame) -> None:
         with self._cond:
+            while self.source.recorded and self._slot is not None and not self._stop.is_set():
+                self._cond.wait(0.1)  # backpressure: wait for the consumer
             if self._slot is not None:
                 self.dropped += 1
             self._slot = frame
@@ -217,6 +226,7 @@ class CaptureThread(threading.Thread):
             if self._slot is None and not self.ended.is_set():
                 self._cond.wait(timeout)
             frame, self._slot = self._slot, None
+            self._cond.notify_all()
             return frame
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class HeadConfig:
     epochs: int = 100
-    batch_size: int = 64
+    batch_size: int = 256
     learning_rate: float = 1e-3
     hidden: int = 512  # 0 = a single softmax layer on the features
     dropout: float = 0.5
@@ -84,7 +84,7 @@ def train_head(
     import keras
 
     rng = np.random.default_rng(seed)
-    fit_kw: dict[str, Any] = {}
+    fit_kw: dict[str, Any] = {}  # class weights, applied as per-sample weights below
     if cfg.balance == "sample":
         idx = balanced_indices(train_y, rng)
         train_x, train_y = train_x[idx], train_y[idx]
@@ -96,11 +96,23 @@ def train_head(
         metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, n_classes), name="top5")],
     )
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
-    history = head.fit(
-        train_x, keras.utils.to_categorical(train_y, n_classes),
-        validation_data=(val_x, keras.utils.to_categorical(val_y, n_classes)),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=0,
-        callbacks=[stop, *callbacks], **fit_kw,
-    )  # fmt: skip
+    import tensorflow as tf
+
+    # A tf.data pipeline built once: Keras' numpy adapter re-copies every array each epoch,
+    # which would cost more than the training steps on cached features.
+    weights = fit_kw.pop("class_weight", None)
+    sample_w = (
+        np.array([weights[int(c)] for c in train_y], np.float32) if weights else np.ones(len(train_y), np.float32)
+    )
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((train_x, keras.utils.to_categorical(train_y, n_classes), sample_w))
+        .cache()
+        .shuffle(len(train_y), seed=seed, reshuffle_each_iteration=True)
+        .batch(cfg.batch_size)
+        .prefetch(2)
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((val_x, keras.utils.to_categorical(val_y, n_classes))).batch(1024)
+    history = head.fit(train_ds, validation_data=val_ds.cache(), epochs=cfg.epochs, verbose=0,
+                       callbacks=[stop, *callbacks])  # fmt: skip
     log.info("head: %d epochs, best val_loss %.4f", len(history.history["loss"]), min(history.history["val_loss"]))
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}

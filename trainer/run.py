@@ -122,7 +122,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             pre = Preprocessor(spec, "float32")
             tr_kept = [s for s in ds.splits["train"] if str(s.path) in feats["train"]]
-            ft_train = preprocess_all([str(s.path) for s in tr_kept], pre, "fine-tune: train images")
+            ft_train = preprocess_all([str(s.path) for s in tr_kept], pre, "fine-tune: train images", np.float16)
             ft_val = preprocess_all([str(s.path) for s in val_kept], pre, "fine-tune: val images")
             weights = class_weights(train_y, n) if cfg.head.balance != "none" else None
             history |= fine_tune(model, base, ft_train, np.array([s.label for s in tr_kept]), ft_val, val_y, n,
