@@ -21,7 +21,6 @@ from benchmarks.report import write_report
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHELFSCAN_SHARED", REPO.parent / "shared"))
 FREIBURG = SHARED / "datasets" / "freiburg_groceries"
-BUNDLE = REPO / "runs" / "bench-inception_v3-int8"
 
 PROBE = r"""
 import json, statistics, sys, time
@@ -55,21 +54,34 @@ print(json.dumps({
 """
 
 
-def ensure_bundle(tmp: Path) -> Path:
-    if (BUNDLE / "manifest.json").is_file():
-        return BUNDLE
+SWEEP = REPO / "runs" / "bench-bundles"
+
+
+def ensure_bundles(tmp: Path) -> Path:
+    """InceptionV3 (random weights) fp32/dynamic/int8 and the Freiburg MobileNetV2 int8, kept in runs/."""
     from benchmarks.converter_bench import inception_run
     from converter.cli import main as convert
 
-    run = inception_run(tmp)
-    out = tmp / "bundles"
-    rc = convert([str(run), "--out", str(out), "--variants", "int8", "--calibration", str(FREIBURG / "train"),
-                  "--calibration-count", "100", "--bench-runs", "3"])  # fmt: skip
-    if rc != 0:
-        raise SystemExit("conversion failed")
-    BUNDLE.parent.mkdir(parents=True, exist_ok=True)
-    (out / "inception_v3-random-int8").rename(BUNDLE)
-    return BUNDLE
+    if not (SWEEP / "inception_v3-random-int8" / "manifest.json").is_file():
+        rc = convert([str(inception_run(tmp)), "--out", str(SWEEP), "--variants", "fp32,dynamic,int8", "--calibration",
+                      str(FREIBURG / "train"), "--calibration-count", "100", "--bench-runs", "3"])  # fmt: skip
+        if rc != 0:
+            raise SystemExit("InceptionV3 conversion failed")
+    mnv2 = REPO / "runs" / "freiburg-mnv2"
+    if not (SWEEP / "freiburg-mnv2-int8" / "manifest.json").is_file() and (mnv2 / "model.keras").is_file():
+        convert([str(mnv2), "--out", str(SWEEP), "--variants", "int8", "--bench-runs", "3"])
+    return SWEEP / "inception_v3-random-int8"
+
+
+def sweep_table() -> tuple[str, dict]:
+    """``shelfscan-agent bench`` over every bundle in runs/bench-bundles at 1 and 2 threads."""
+    out = REPO / "runs" / "bench-sweep.json"
+    cmd = [sys.executable, "-m", "edge.cli", "bench", str(SWEEP), "--threads", "1,2", "--runs", "30", "--warmup", "3",
+           "--compare-raw", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return proc.stdout, json.loads(out.read_text())
 
 
 def main() -> None:
@@ -78,7 +90,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="shelfscan-agentbench-"))
-    bundle = ensure_bundle(tmp)
+    bundle = ensure_bundles(tmp)
     ref = SHARED / "models" / "tflite_reference" / "samples"
     video = tmp / "shelf.avi"
     write_shelf_video(video, [ref / "chelsea.png", ref / "coffee.png"], [0, 1] * 4, frames_per_run=25)
@@ -120,6 +132,20 @@ def main() -> None:
         f"| throughput × bare invoke median | **{r['throughput_ratio']}** | ≥ 0.9 |\n"
         f"| agent peak RSS (VmHWM) | **{max(lat['peak_rss_mb'], thr['peak_rss_mb']):.0f} MB** | ≤ 200 MB |\n"
         f"| TensorFlow loaded in the agent | {lat['tensorflow_loaded'] or thr['tensorflow_loaded']} | False |\n"
+    )
+    table, sweep = sweep_table()
+    r["bench_sweep"] = sweep
+    rows = ["| bundle | threads | invoke p50 (ms) | raw invoke p50 (ms) | invoke / raw | total p50 | total p99 | fps |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in sweep["results"]:
+        s = row["stages"]
+        rows.append(f"| {Path(row['bundle']).name} | {row['threads']} | {s['invoke']['p50']:.2f} | "
+                    f"{row['raw_invoke_ms']['p50']:.2f} | **{row['invoke_vs_raw']:.3f}** | {s['total']['p50']:.2f} | "
+                    f"{s['total']['p99']:.2f} | {row['fps']:.1f} |")  # fmt: skip
+    body += (
+        "\n## `shelfscan-agent bench` sweep\n\n`python -m edge.cli bench runs/bench-bundles --threads 1,2 --runs 30 "
+        "--warmup 3 --compare-raw`: the bench's invoke median against a bare `invoke()` loop on the same "
+        "interpreter, same run (target: within 10 %).\n\n" + "\n".join(rows) + "\n\n```\n" + table.strip() + "\n```\n"
     )
     print(write_report("agent", "Agent figures", r, body).read_text())
 

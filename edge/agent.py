@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
-from edge.messages import Topics, envelope
+from edge.messages import Topics, envelope, rfc3339
 from edge.mqtt import MqttLink
 from edge.outbox import Outbox
 from edge.runtime import Classifier
@@ -233,7 +233,7 @@ class Agent:
                 continue
             frame = self.capture.get(timeout=0.2)
             if frame is None:
-                if self.capture.ended.is_set() and self.capture._slot is None:
+                if self.capture.exhausted():
                     break
                 continue
             last_frame = time.monotonic()
@@ -299,8 +299,6 @@ class Agent:
 
 
 def _ts(t: float) -> str:
-    from edge.messages import rfc3339
-
     return rfc3339(t)
 
 

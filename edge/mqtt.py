@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -133,8 +134,6 @@ class MqttLink:
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (everything acknowledged) or ``timeout`` passes."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.outbox.depth() == 0:

@@ -229,6 +229,11 @@ class CaptureThread(threading.Thread):
             self._cond.notify_all()
             return frame
 
+    def exhausted(self) -> bool:
+        """The source ended and its last frame has been taken."""
+        with self._cond:
+            return self.ended.is_set() and self._slot is None
+
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
