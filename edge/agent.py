@@ -80,13 +80,11 @@ class Agent:
         qos = self.cfg.mqtt.qos if qos is None else qos
         # Durable (QoS >= 1) messages take the next seq; QoS 0 ones repeat the latest, so a gap in
         # seq always means a lost durable message.
-        seq = self.outbox.next_seq() if qos > 0 else self.outbox.last_seq()
-        payload = envelope(kind, self.device, seq, self.clf.bundle.model_id, **body)
-        topic = getattr(self.topics, kind)
+        topic, model = getattr(self.topics, kind), self.clf.bundle.model_id
         if qos == 0:
-            self.link.publish_now(topic, payload, retain)
+            self.link.publish_now(topic, envelope(kind, self.device, self.outbox.last_seq(), model, **body), retain)
         else:
-            self.outbox.put(topic, payload, qos, retain)
+            self.outbox.add(topic, lambda seq: envelope(kind, self.device, seq, model, **body), qos, retain)
             self.link.wake()
 
     def error(self, message: str, **context: Any) -> None:

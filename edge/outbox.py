@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,26 +43,29 @@ class Outbox:
             """
         )
 
-    def next_seq(self) -> int:
-        """The next message sequence number, persisted before it is handed out."""
+    def add(self, topic: str, make_payload: Callable[[int], bytes], qos: int, retain: bool) -> int:
+        """Take the next ``seq``, build the message with it and store both in one transaction.
+
+        One commit (one fsync) per durable message, and a crash can never burn a seq without
+        storing its message, which would look like a lost message downstream.
+        """
         with self._lock:
-            self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq'")
-            return int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq'")
+                seq = int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+                self._db.execute("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
+                                 (topic, make_payload(seq), qos, int(retain)))  # fmt: skip
+                self._enforce_bounds()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return seq
 
     def last_seq(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
-
-    def put(self, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            cur = self._db.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                (topic, payload, qos, int(retain)),
-            )
-            self._enforce_bounds()
-            self._db.execute("COMMIT")
-            return int(cur.lastrowid or 0)
 
     def _enforce_bounds(self) -> None:
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
