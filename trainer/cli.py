@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
     p.add_argument("--epochs", type=int, default=100, help="head epochs (early stopping on val loss)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--hidden", type=int, default=256, help="hidden units in the head (0: softmax layer only)")
+    p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--balance", choices=["weights", "sample", "none"], default="weights",
