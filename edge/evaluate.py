@@ -7,8 +7,9 @@ runs, so evaluating a few thousand photos is bound by the model, not by JPEG dec
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from edge.runtime import Classifier, Prediction
 
 log = logging.getLogger(__name__)
 
+PREFETCH = 8  # images decoded ahead of the interpreter
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
@@ -71,7 +73,19 @@ def classify_paths(clf: Classifier, paths: Iterable[Path], k: int, desc: str = "
             return exc
 
     with ThreadPoolExecutor(max_workers=2) as pool, Progress(len(paths), desc) as bar:
-        for path, image in zip(paths, pool.map(load, paths), strict=True):
+        # A bounded window of decodes ahead: Executor.map would decode every file up front and
+        # hold all of them in memory at once.
+        ahead: deque[Future[np.ndarray | ImageError]] = deque()
+        queue_ = iter(paths)
+        for path in queue_:
+            ahead.append(pool.submit(load, path))
+            if len(ahead) >= PREFETCH:
+                break
+        for path in paths:
+            image = ahead.popleft().result()
+            nxt = next(queue_, None)
+            if nxt is not None:
+                ahead.append(pool.submit(load, nxt))
             bar.update()
             if isinstance(image, ImageError):
                 log.info("skipped %s", image)
