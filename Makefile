@@ -37,7 +37,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: setup
+bench: setup system-deps
 	$(PY) -m benchmarks.run
 
 clean:
