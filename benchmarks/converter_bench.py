@@ -53,8 +53,7 @@ def alternating_invoke_ms(bundles: dict[str, Path], threads: int, rounds: int = 
     clfs = {name: Classifier.from_bundle(path, threads) for name, path in bundles.items()}
     for clf in clfs.values():
         clf.preprocessor.from_bgr(np.full((299, 299, 3), 128, np.uint8))
-        clf.interpreter.set_tensor(clf.io.input.index, clf.preprocessor.buffer)
-        clf.interpreter.invoke()
+        clf.run_model()
     times: dict[str, list[float]] = {name: [] for name in clfs}
     for _ in range(rounds):
         for name, clf in clfs.items():

@@ -20,7 +20,7 @@ from edge.runtime import Classifier
 def invoke_latency_ms(bundle: Path, threads: int, runs: int = 30) -> float:
     clf = Classifier.from_bundle(bundle, threads)
     clf.preprocessor.from_bgr(np.full((clf.bundle.spec.height, clf.bundle.spec.width, 3), 128, np.uint8))
-    clf.interpreter.set_tensor(clf.io.input.index, clf.preprocessor.buffer)
+    clf.run_model()
     for _ in range(3):
         clf.interpreter.invoke()
     times = []

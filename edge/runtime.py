@@ -142,10 +142,14 @@ class Classifier:
         return cls(bundle, interpreter, load_backend(), threads)
 
     # -- inference --------------------------------------------------------------------------
-    def invoke(self) -> np.ndarray:
-        """Run the model on the preprocessor's buffer; returns scores (probabilities if softmax)."""
+    def run_model(self) -> None:
+        """Hand the preprocessor's buffer to the interpreter and invoke it (no output read)."""
         self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
         self.interpreter.invoke()
+
+    def invoke(self) -> np.ndarray:
+        """Run the model on the preprocessor's buffer; returns scores (probabilities if softmax)."""
+        self.run_model()
         return self.output_scores()
 
     def output_scores(self) -> np.ndarray:
