@@ -7,14 +7,14 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edge/_resample.c | cksum | cut -d" " -f1)
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint bench clean system-deps
+.PHONY: setup test lint bench demo clean system-deps
 
 setup: $(STAMP)
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[edge,train,dev]'
+	$(PIP) install -q -e '.[edge,train,dev,demo]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Mosquitto (the agent tests' broker) and systemd-analyze (unit file checks): installed when
@@ -36,6 +36,11 @@ test: setup system-deps lint
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The whole pipeline offline: generated data (DATA=dir for a real set), InceptionV3 (WEIGHTS=path,
+# BACKBONE=, INPUT_SIZE=), int8 bundle, shelf video, embedded broker (MQTT_URL= for yours), agent.
+demo: setup
+	$(PY) -m demo
 
 bench: setup system-deps
 	$(PY) -m benchmarks.run

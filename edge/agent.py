@@ -59,8 +59,11 @@ class Agent:
         self.started = time.time()
         # The broker sends the will, not us: it repeats the latest seq instead of taking one.
         will = envelope("status", self.device, self.outbox.last_seq(), self.clf.bundle.model_id, state="offline")
+        ha = cfg.homeassistant
+        extra = {ha.status_topic: self._on_homeassistant_status} if ha.enabled else {}
+        self.announced: set[str] = set()  # labels with a Home Assistant sensor config out
         self.link = MqttLink(
-            cfg.mqtt, self.device, self.topics, self.outbox, self._on_command, self._on_connected, will
+            cfg.mqtt, self.device, self.topics, self.outbox, self._on_command, self._on_connected, will, extra
         )
         self.capture = CaptureThread(make_source(cfg.source), self._on_source_state, cfg.source.fps,
                                      tuple(cfg.source.reopen_backoff_s))  # type: ignore[arg-type]  # fmt: skip
@@ -101,6 +104,10 @@ class Agent:
     def _on_command(self, name: str, payload: bytes) -> None:
         self.events.put(("command", (name, payload)))
 
+    def _on_homeassistant_status(self, topic: str, payload: bytes) -> None:
+        if payload.strip().lower() == b"online":
+            self.events.put(("announce", "Home Assistant online"))
+
     def request_reload(self, reason: str) -> None:
         self.events.put(("reload", reason))
 
@@ -113,6 +120,9 @@ class Agent:
                 return
             if kind == "online":
                 self.publish("status", retain=True, state="online", source=self.capture.state)
+                self.announce()
+            elif kind == "announce":
+                self.announce()
             elif kind == "source":
                 state, detail = arg
                 self.publish("status", retain=True, state="online", source=state, detail=detail[:300])
@@ -194,6 +204,23 @@ class Agent:
         self.tracker.current = None
         log.info("model reloaded (%s): %s -> %s", reason, old, new.bundle.model_id)
         self.publish("status", retain=True, state="online", source=self.capture.state, reloaded_from=old)
+        self.announce()
+
+    def announce(self) -> None:
+        """Home Assistant discovery for the current labels; sensors of labels that went away are removed."""
+        ha = self.cfg.homeassistant
+        if not ha.enabled:
+            return
+        from edge.homeassistant import config_topic, discovery_messages
+
+        labels = [lb for lb in self.clf.labels if lb not in self.cfg.inference.ignore_labels]
+        for topic, payload in discovery_messages(ha.discovery_prefix, self.device, self.topics, labels,
+                                                 self.clf.bundle.model_id):  # fmt: skip
+            self.link.publish_now(topic, payload, retain=True, qos=1)
+        for gone in self.announced - set(labels):
+            self.link.publish_now(config_topic(ha.discovery_prefix, self.device, gone), b"", retain=True, qos=1)
+        self.announced = set(labels)
+        log.info("Home Assistant discovery: %d sensors announced", len(labels))
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> int:

@@ -1,8 +1,12 @@
-"""``shelfscan-agent run`` and ``shelfscan-agent config``."""
+"""``shelfscan-agent run``, ``config`` and ``watch``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import time
 from typing import Any
 
 
@@ -17,6 +21,52 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     g.add_argument("--check", metavar="FILE", help="validate a configuration file")
     g.add_argument("--reference", action="store_true", help="print the configuration reference (markdown)")
     handlers["config"] = config
+    w = sub.add_parser("watch", help="live table of every device under a topic prefix",
+                       description="Subscribe to <prefix>/+/+ and show each device's status, last counts, fps, "
+                       "latency, outbox depth and model. The password comes from SHELFSCAN_MQTT_PASSWORD "
+                       "unless the URL carries one.")  # fmt: skip
+    w.add_argument("--broker", default="mqtt://localhost:1883", metavar="URL",
+                   help="mqtt://[user@]host[:port] or mqtts://... (default mqtt://localhost:1883)")  # fmt: skip
+    w.add_argument("--prefix", default="shelfscan", help="topic prefix (default shelfscan)")
+    w.add_argument("--once", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                   help="collect for SECONDS (default 2), print one table, exit")  # fmt: skip
+    w.add_argument("--json", action="store_true", help="print the fleet state as JSON (implies --once)")
+    handlers["watch"] = watch_cmd
+
+
+def watch_cmd(args: argparse.Namespace) -> int:
+    once = args.once if args.once is not None else (2.0 if args.json else None)
+    return watch(args.broker, args.prefix, once, args.json)
+
+
+def watch(url: str, prefix: str, once: float | None, as_json: bool, interval: float = 1.0) -> int:
+    """Show the fleet table; ``once``: wait that many seconds for retained state, print, exit."""
+    from edge.watch import Fleet, connect, parse_broker_url
+
+    fleet = Fleet(prefix)
+    client = connect(parse_broker_url(url), f"shelfscan-watch-{os.getpid()}", [f"{fleet.prefix}/+/+"],
+                     fleet.update)  # fmt: skip
+    try:
+        if once is not None:
+            time.sleep(once)
+            print(json.dumps(fleet.snapshot(), indent=2) if as_json else fleet.table())
+            return 0
+        tty, shown = sys.stdout.isatty(), ""
+        while True:
+            text = fleet.table()
+            stamp = time.strftime("%H:%M:%S")
+            if tty:  # redraw in place
+                sys.stdout.write(f"\x1b[H\x1b[2J{url}  {prefix}/+  {stamp}  (Ctrl-C to quit)\n\n{text}\n")
+            elif text != shown:  # a log or a pipe: only changes
+                sys.stdout.write(f"--- {stamp}\n{text}\n")
+            shown = text
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.loop_stop()
+        client.disconnect()
 
 
 def run(args: argparse.Namespace) -> int:

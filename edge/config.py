@@ -109,6 +109,13 @@ class PublishConfig(_Section):
     classification_max_rate: float = Field(2.0, gt=0, description="At most this many classification messages/s.")
 
 
+class HomeAssistantConfig(_Section):
+    enabled: bool = Field(False, description="Announce one count sensor per label by Home Assistant MQTT discovery.")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
+    status_topic: str = Field("homeassistant/status",
+                              description="Announcements are repeated when this topic says 'online'.")  # fmt: skip
+
+
 class AgentConfig(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     model: ModelConfig
@@ -118,6 +125,7 @@ class AgentConfig(_Section):
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
+    homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

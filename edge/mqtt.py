@@ -30,8 +30,10 @@ Handler = Callable[[str, bytes], None]
 
 class MqttLink:
     def __init__(self, cfg: MQTTConfig, device_id: str, topics: Topics, outbox: Outbox,
-                 on_command: Handler, on_connected: Callable[[], None], will: bytes) -> None:  # fmt: skip
+                 on_command: Handler, on_connected: Callable[[], None], will: bytes,
+                 subscriptions: dict[str, Handler] | None = None) -> None:  # fmt: skip
         self.cfg, self.topics, self.outbox, self.on_command = cfg, topics, outbox, on_command
+        self.subscriptions = dict(subscriptions or {})  # exact topic -> handler (e.g. homeassistant/status)
         self.on_connected = on_connected
         protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"shelfscan-{device_id}", protocol=protocol)
@@ -86,8 +88,10 @@ class MqttLink:
             return
         log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
         client.subscribe(self.topics.commands, qos=1)
-        self.on_connected()
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         self.connected.set()
+        self.on_connected()
         self.wake()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -109,6 +113,8 @@ class MqttLink:
         name = self.topics.command_name(message.topic)
         if name is not None:
             self.on_command(name, message.payload)
+        elif message.topic in self.subscriptions:
+            self.subscriptions[message.topic](message.topic, message.payload)
 
     # -- sending --------------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -127,10 +133,10 @@ class MqttLink:
                     self._inflight[info.mid] = msg.id
                 self._handed = msg.id
 
-    def publish_now(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """QoS 0, not persisted (stats, classifications): dropped while disconnected."""
+    def publish_now(self, topic: str, payload: bytes, retain: bool = False, qos: int = 0) -> None:
+        """Not persisted (stats, classifications, discovery): dropped while disconnected."""
         if self.connected.is_set():
-            self.client.publish(topic, payload, qos=0, retain=retain)
+            self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def flush(self, timeout: float) -> bool:
         """Wait until the outbox is empty (everything acknowledged) or ``timeout`` passes."""

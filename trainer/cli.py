@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument(
+        "--standardize-features",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="standardize features in the head (auto: only with --weights none)",
+    )
     p.add_argument("--balance", choices=["weights", "sample", "none"], default="weights",
                    help="imbalanced classes: loss weights, oversampling, or nothing")  # fmt: skip
     p.add_argument("--fine-tune-epochs", type=int, default=0, help="0 = head only")
@@ -67,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed, strategy=args.strategy,
         augment=AugmentConfig(views=args.augment_views, seed=args.seed),
         head=HeadConfig(epochs=args.epochs, learning_rate=args.learning_rate, dropout=args.dropout, hidden=args.hidden,
-                        label_smoothing=args.label_smoothing, balance=args.balance),
+                        label_smoothing=args.label_smoothing, balance=args.balance,
+                        standardize=args.standardize_features),
         finetune=FineTuneConfig(epochs=args.fine_tune_epochs, learning_rate=args.fine_tune_lr,
                                 after_layer=args.fine_tune_after, batch_size=args.batch_size),
     )  # fmt: skip

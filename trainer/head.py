@@ -25,6 +25,11 @@ class HeadConfig:
     label_smoothing: float = 0.1
     balance: str = "weights"  # weights | sample | none
     patience: int = 8
+    # Standardize features (per-dimension mean/variance of the training features) inside the
+    # head. "auto" = on for --weights none: a random backbone's pooled features have a standard
+    # deviation near 1e-3 and a head on them barely learns (31 % val on the demo's products
+    # vs 100 % for a ridge fit on standardized features).
+    standardize: str = "auto"  # auto | on | off
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -44,7 +49,9 @@ def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def build_classifier(backbone: Any, n_classes: int, dropout: float, hidden: int = 0) -> tuple[Any, Any]:
+def build_classifier(
+    backbone: Any, n_classes: int, dropout: float, hidden: int = 0, feature_stats: np.ndarray | None = None
+) -> tuple[Any, Any]:
     """``(model, head)``: normalized image -> backbone (inference mode) -> GAP -> [dense] -> softmax.
 
     On Freiburg MobileNetV2 features a 512-unit hidden layer with dropout 0.5 and label
@@ -54,11 +61,16 @@ def build_classifier(backbone: Any, n_classes: int, dropout: float, hidden: int 
 
     ``head`` is the dropout + dense part alone, trained first on cached features; the model
     shares its layers, so the head's weights are already in place for fine-tuning and export.
+    ``feature_stats`` (training features, or None) adds a fixed standardization layer first.
     """
     import keras
 
     size = backbone.input_shape[1:]
-    layers: list[Any] = [keras.layers.Dropout(dropout)]
+    layers: list[Any] = []
+    if feature_stats is not None:
+        mean, var = feature_stats.mean(axis=0), feature_stats.var(axis=0)
+        layers.append(keras.layers.Normalization(mean=mean, variance=var, name="feature_norm"))
+    layers.append(keras.layers.Dropout(dropout))
     if hidden:
         layers += [keras.layers.Dense(hidden, activation="relu", name="hidden"), keras.layers.Dropout(dropout)]
     layers.append(keras.layers.Dense(n_classes, activation="softmax", name="predictions"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import time
@@ -78,6 +79,30 @@ def _stack(feats: dict[str, np.ndarray], samples: list, view0_only: bool) -> tup
     return x.reshape(-1, x.shape[-1]), np.repeat(y, views), kept
 
 
+def _calibrate_random(base: Any, ds: Dataset, spec: PreprocessSpec, seed: int, count: int = 64) -> str:
+    """BatchNorm statistics for a random backbone from a fixed sample of training images.
+
+    Returns the weights id for the feature cache: the random weights depend on the seed and
+    the statistics on the sample's bytes, so either changing invalidates cached features.
+    """
+    from edge.errors import ImageError
+    from edge.preprocess import read_image
+
+    pre = Preprocessor(spec, "float32")
+    picked, digest = [], hashlib.sha256(f"seed={seed}".encode())
+    for s in sorted(ds.splits["train"], key=lambda s: hashlib.sha256(str(s.path.name).encode()).digest()):
+        try:
+            data = s.path.read_bytes()
+            picked.append(pre.from_bgr(read_image(s.path))[0].copy())
+        except (OSError, ImageError):
+            continue
+        digest.update(hashlib.sha256(data).digest())
+        if len(picked) == count:
+            break
+    backbones.calibrate_batchnorm(base, np.stack(picked))
+    return f"none:{digest.hexdigest()[:16]}"
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run training; returns the summary written to ``metrics.json``."""
     import keras
@@ -96,6 +121,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n = len(ds.classes)
     with distribution_scope(cfg.strategy):
         base = backbones.build(bb, size, cfg.weights)
+        if cfg.weights == "none":
+            weights_id = _calibrate_random(base, ds, spec, cfg.seed)
         base.trainable = False
         extract = make_extractor(base)
         timings: dict[str, float] = {}
@@ -112,7 +139,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             timings[f"features_{split}_cache_hits"] = stats.hits
         train_x, train_y, _ = _stack(feats["train"], ds.splits["train"], view0_only=False)
         val_x, val_y, val_kept = _stack(feats["val"], ds.splits["val"], view0_only=True)
-        model, head = build_classifier(base, n, cfg.head.dropout, cfg.head.hidden)
+        standardize = cfg.head.standardize == "on" or (cfg.head.standardize == "auto" and cfg.weights == "none")
+        model, head = build_classifier(base, n, cfg.head.dropout, cfg.head.hidden, train_x if standardize else None)
         tb = keras.callbacks.TensorBoard(log_dir=str(out / "logs"))
         t0 = time.perf_counter()
         history = train_head(head, train_x, train_y, val_x, val_y, n, cfg.head, cfg.seed, [tb])

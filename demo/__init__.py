@@ -1,0 +1,1 @@
+"""``make demo``: the whole shelfscan pipeline on generated (or real) data, offline."""

@@ -1,0 +1,155 @@
+"""``shelfscan-agent watch``: a live table of every device under a topic prefix.
+
+The fleet state is a pure function of the messages seen (:class:`Fleet`), so the terminal
+table, ``--json`` and the demo's live view all read the same thing. Retained ``status`` and
+``counts`` arrive on subscribe, so even a one-shot ``--once`` shows every known device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from edge.errors import ShelfscanError
+
+WATCHED = ("status", "counts", "stats", "sighting", "error")
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerURL:
+    """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://`` (TLS, port 8883 by default)."""
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ShelfscanError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ShelfscanError(f"broker URL {url!r}: bad port") from None
+    if not parts.hostname:
+        raise ShelfscanError(f"broker URL {url!r}: no host")
+    password = unquote(parts.password) if parts.password else os.environ.get("SHELFSCAN_MQTT_PASSWORD")
+    return BrokerURL(parts.hostname, port, tls, unquote(parts.username) if parts.username else None, password)
+
+
+@dataclass
+class Device:
+    device_id: str
+    state: str = "?"
+    source: str | None = None
+    model: str = ""
+    scan_id: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    final: bool = False
+    fps: float | None = None
+    latency_ms: float | None = None
+    outbox_depth: int | None = None
+    last_error: str | None = None
+    last_seen: float = 0.0
+
+
+class Fleet:
+    """Per-device state folded from messages under ``<prefix>/<device>/<type>``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.devices: dict[str, Device] = {}
+        self.lock = threading.Lock()
+
+    def update(self, topic: str, payload: bytes) -> tuple[str, str, dict[str, Any]] | None:
+        """Fold one message in; returns ``(device, type, document)`` or None when it is not ours."""
+        rest = topic[len(self.prefix) + 1 :] if topic.startswith(self.prefix + "/") else None
+        if rest is None or rest.count("/") != 1:
+            return None
+        device_id, kind = rest.split("/")
+        if kind not in WATCHED:
+            return None
+        try:
+            doc = json.loads(payload)
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        with self.lock:
+            d = self.devices.setdefault(device_id, Device(device_id))
+            d.last_seen = time.time()
+            model = doc.get("model")
+            if isinstance(model, dict) and model.get("name"):
+                d.model = f"{model.get('name')} {model.get('version', '')}".strip()
+            if kind == "status":
+                d.state = str(doc.get("state", "?"))
+                d.source = doc.get("source", d.source)
+            elif kind == "counts":
+                d.scan_id, d.final = doc.get("scan_id"), bool(doc.get("final"))
+                d.counts = {str(k): int(v) for k, v in (doc.get("counts") or {}).items()}
+            elif kind == "stats":
+                d.fps, d.outbox_depth = doc.get("fps"), doc.get("outbox_depth")
+                d.latency_ms = ((doc.get("latency_ms") or {}).get("frame") or {}).get("p50")
+            elif kind == "error":
+                d.last_error = str(doc.get("error", ""))[:120]
+        return device_id, kind, doc
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [asdict(d) for _, d in sorted(self.devices.items())]
+
+    def table(self) -> str:
+        rows = self.snapshot()
+        if not rows:
+            return f"no devices under {self.prefix}/ yet"
+        head = ("device", "status", "source", "model", "fps", "p50 ms", "outbox", "scan", "counts")
+        body = []
+        for d in rows:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])) or "-"
+            scan = (d["scan_id"] or "-") + (" (final)" if d["final"] else "")
+            body.append((d["device_id"], d["state"], d["source"] or "-", d["model"] or "-", _num(d["fps"]),
+                         _num(d["latency_ms"]), _num(d["outbox_depth"]), scan, counts))  # fmt: skip
+        widths = [max(len(str(r[i])) for r in (head, *body)) for i in range(len(head) - 1)]
+        lines = ["  ".join(f"{h:<{w}}" for h, w in zip(head, widths, strict=False)) + "  " + head[-1]]
+        for r in body:
+            lines.append("  ".join(f"{c!s:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        errors = [f"  {d['device_id']}: last error: {d['last_error']}" for d in rows if d["last_error"]]
+        return "\n".join(lines + errors)
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def connect(url: BrokerURL, client_id: str, topics: list[str], on_message: Any) -> Any:
+    """A paho (VERSION2 callbacks) client that subscribes again on every connect."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    if url.tls:
+        client.tls_set()
+
+    def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        for t in topics:
+            c.subscribe(t, qos=1)
+
+    client.on_connect = on_connect
+    client.on_message = lambda c, u, msg: on_message(msg.topic, msg.payload)
+    client.reconnect_delay_set(1, 10)
+    try:
+        client.connect(url.host, url.port, keepalive=30)
+    except OSError as exc:
+        raise ShelfscanError(f"cannot reach broker {url.host}:{url.port}: {exc.strerror or exc}") from None
+    client.loop_start()
+    return client
