@@ -35,7 +35,7 @@ class Product:
 
 CATALOGUE = (
     Product("cola_can", "can", (40, 30, 200), (240, 240, 240), "COLA", (255, 255, 255), 0.55),
-    Product("milk_carton", "carton", (245, 245, 240), (200, 120, 30), "MILK", (160, 80, 10), 0.55),
+    Product("milk_carton", "carton", (245, 245, 240), (170, 50, 130), "MILK", (120, 30, 90), 0.55),
     Product("cereal_box", "box", (30, 200, 240), (30, 40, 210), "CORN FLAKES", (20, 30, 200), 0.72),
     Product("coffee_bag", "bag", (25, 35, 60), (60, 180, 230), "COFFEE", (80, 200, 240), 0.7),
     Product("water_bottle", "bottle", (210, 120, 10), (60, 60, 60), "AQUA", (150, 40, 0), 0.48),
@@ -78,6 +78,9 @@ def _package_mask_and_art(p: Product, w: int, h: int, rng: np.random.Generator) 
         cv2.fillPoly(mask, [pts], 255)
         art[:] = body
         cv2.rectangle(art, (0, int(h * 0.8)), (w, int(h * 0.92)), accent, -1)
+        if top:  # a carton: coloured gable and a wide band, so white cartons stand out on pale walls
+            art[: int(h * 0.2)] = accent
+            cv2.rectangle(art, (0, int(h * 0.7)), (w, h), accent, -1)
     elif p.shape == "can":
         cv2.rectangle(mask, (0, int(h * 0.04)), (w - 1, int(h * 0.96)), 255, -1)
         cv2.ellipse(mask, (w // 2, int(h * 0.04)), (w // 2, int(h * 0.04) + 1), 0, 0, 360, 255, -1)
@@ -93,7 +96,7 @@ def _package_mask_and_art(p: Product, w: int, h: int, rng: np.random.Generator) 
         cv2.rectangle(mask, (0, int(h * 0.3)), (w - 1, h - 1), 255, -1)
         art[:] = body
         art[: int(h * 0.06)] = accent  # cap
-        cv2.rectangle(art, (0, int(h * 0.45)), (w, int(h * 0.75)), (245, 245, 245), -1)
+        cv2.rectangle(art, (0, int(h * 0.45)), (w, int(h * 0.75)), (230, 230, 120), -1)  # cyan label
     elif p.shape == "bag":
         pts = np.array([[int(w * 0.1), 0], [int(w * 0.9), 0], [w - 1, h - 1], [0, h - 1]], np.int32)
         cv2.fillPoly(mask, [pts], 255)
@@ -105,7 +108,7 @@ def _package_mask_and_art(p: Product, w: int, h: int, rng: np.random.Generator) 
         cv2.rectangle(mask, (0, int(h * 0.15)), (w - 1, h - 1), 255, -1)
         art[:] = body
         art[: int(h * 0.15)] = accent  # lid
-        cv2.rectangle(art, (0, int(h * 0.4)), (w, int(h * 0.75)), (240, 240, 240), -1)
+        cv2.rectangle(art, (0, int(h * 0.4)), (w, int(h * 0.75)), (40, 30, 120), -1)  # dark red label
     else:
         raise ValueError(f"unknown shape {p.shape}")
     _print_name(art, p, w, h, rng)
@@ -119,7 +122,7 @@ def _print_name(art: np.ndarray, p: Product, w: int, h: int, rng: np.random.Gene
     widest = max(cv2.getTextSize(word, font, scale, 2)[0][0] for word in words)
     scale = 0.85 * w / max(widest, 1)
     thickness = max(1, int(scale * 2))
-    color = (20, 20, 20) if p.shape in ("bottle", "jar") else _jitter(p.text_color, rng, 10)
+    color = (20, 20, 20) if p.shape == "bottle" else _jitter(p.text_color, rng, 10)
     y = int(h * (0.5 if p.shape in ("bottle", "jar") else 0.35))
     for word in words:
         (tw, th), _ = cv2.getTextSize(word, font, scale, thickness)
@@ -141,7 +144,7 @@ def paste(canvas: np.ndarray, art: np.ndarray, mask: np.ndarray, x: int, y: int)
 def light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Store lighting: exposure, colour cast, a soft side light, sensor noise, sometimes blur."""
     out = img.astype(np.float32) * rng.uniform(0.75, 1.2)
-    out *= rng.uniform(0.9, 1.1, 3).astype(np.float32)
+    out *= rng.uniform(0.93, 1.07, 3).astype(np.float32)
     w = img.shape[1]
     side = np.linspace(rng.uniform(0.8, 1.0), rng.uniform(1.0, 1.2), w, dtype=np.float32)
     out *= side[None, :, None] if rng.random() < 0.5 else side[None, ::-1, None]
@@ -155,7 +158,7 @@ def light(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def product_photo(p: Product, size: int, rng: np.random.Generator) -> np.ndarray:
     """One photo of ``p`` standing on a shelf, framed roughly as a shelf camera sees it."""
     img = shelf_background(size, size, rng)
-    h = int(size * rng.uniform(0.6, 0.8))
+    h = int(size * rng.uniform(0.68, 0.85))
     w = max(8, int(h * p.aspect * rng.uniform(0.9, 1.1)))
     art, mask = _package_mask_and_art(p, w, h, rng)
     angle = rng.uniform(-6, 6)
@@ -175,14 +178,12 @@ def background_photo(size: int, rng: np.random.Generator, neighbour: np.ndarray 
     read as some other product while the camera pans."""
     img = shelf_background(size, size, rng)
     if neighbour is not None:
-        side = int(size * 0.83)
-        photo = cv2.resize(neighbour, (side, side), interpolation=cv2.INTER_AREA)
-        visible = int(side * rng.uniform(0.05, 0.5))
-        top = (size - side) // 3
+        photo = cv2.resize(neighbour, (size, size), interpolation=cv2.INTER_AREA)
+        visible = int(size * rng.uniform(0.05, 0.5))
         if rng.random() < 0.5:
-            img[top : top + side, :visible] = photo[:, side - visible :]
+            img[:, :visible] = photo[:, size - visible :]
         else:
-            img[top : top + side, size - visible :] = photo[:, :visible]
+            img[:, size - visible :] = photo[:, :visible]
     return light(img, rng)
 
 

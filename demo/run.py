@@ -44,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=env("BACKBONE", "inception_v3"), help="BACKBONE")
     p.add_argument("--input-size", type=int, default=int(env("INPUT_SIZE", "0")) or None, help="INPUT_SIZE")
     p.add_argument("--mqtt-url", default=env("MQTT_URL") or None, help="use this broker (MQTT_URL) instead of amqtt")
-    p.add_argument("--per-class", type=int, default=100, help="generated training images per class")
-    p.add_argument("--products", type=int, default=12, help="products on the shelf in the video")
-    p.add_argument("--calibration-count", type=int, default=100)
-    p.add_argument("--quick", action="store_true", help="few images, small input: the CI version (about 2 min)")
+    p.add_argument("--per-class", type=int, help="generated training images per class (default 100; quick 80)")
+    p.add_argument("--products", type=int, help="products on the shelf in the video (default 12; quick 8)")
+    p.add_argument("--calibration-count", type=int, help="int8 calibration images (default 100; quick 50)")
+    p.add_argument("--quick", action="store_true", help="fewer images and products, 128 px input (the CI version)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -115,7 +115,9 @@ fps = {fps}
 
 [inference]
 max_fps = {fps}
-min_frames = 5
+smoothing_frames = 5
+min_frames = 8          # a product fills the view for 15-25 frames; shelf transitions give shorter runs
+score_threshold = 0.4   # 8 classes: chance is 0.125
 ignore_labels = ["{BACKGROUND}"]
 
 [mqtt]
@@ -133,9 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t_start = time.monotonic()
     work = Path(args.work).resolve()
-    if args.quick:
-        args.per_class, args.products, args.calibration_count = 24, 8, 40
-        args.input_size = args.input_size or 96
+    defaults = {"per_class": 80, "products": 8, "calibration_count": 50, "input_size": 128} if args.quick else {
+        "per_class": 100, "products": 12, "calibration_count": 100}  # fmt: skip
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     for sub in ("data", "bundles", "state", "video"):
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 class VideoSpec:
     width: int = 320
     height: int = 240
-    photo: int = 200  # held-out photos are shown this many pixels square
+    # Held-out photos are shown this many pixels square: the full frame height, so a centred
+    # product fills the agent's centre crop as a training photo does (a smaller photo with
+    # shelf around it showed its border, which only background images had in training).
+    photo: int = 240
     gap: int = 360  # empty shelf between products (> width: some frames see only shelf)
     step: int = 10  # pan per frame in pixels
     fps: float = 25.0

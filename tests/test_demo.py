@@ -1,6 +1,9 @@
-"""The demo, shortened (few images, small input, fewer products), end to end through the
+"""The demo, shortened (fewer images, 128 px input, fewer products), end to end through the
 embedded amqtt broker: generate -> shelfscan-train -> shelfscan-convert -> video -> agent ->
-live subscriber. Its printed counts must match the video's truth."""
+live subscriber. Its printed counts must match the video's truth.
+
+CI uses the shared ImageNet MobileNetV2 weights: a 1-minute run on real features. The default
+`make demo` (InceptionV3, random weights offline) takes minutes and is timed by hand."""
 
 from __future__ import annotations
 
@@ -16,15 +19,18 @@ import numpy as np
 
 from demo.live import counts_table
 from demo.products import BACKGROUND, CATALOGUE, generate
+from demo.run import random_weights_banner, resolve_weights
 from demo.shelf_video import VideoSpec, pick_items, render
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_quick_demo_counts_match_the_truth(tmp_path):
+def test_quick_demo_counts_match_the_truth(tmp_path, shared):
+    weights = shared / "models/mobilenet_v2_1.0_224_imagenet/mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
     env = {k: v for k, v in os.environ.items() if k not in ("MQTT_URL", "DATA", "WEIGHTS", "BACKBONE", "INPUT_SIZE")}
-    proc = subprocess.run([sys.executable, "-m", "demo", "--quick", "--work", str(tmp_path / "demo"), "--weights",
-                           "none"], cwd=REPO, capture_output=True, text=True, timeout=900, env=env)  # fmt: skip
+    cmd = [sys.executable, "-m", "demo", "--quick", "--work", str(tmp_path / "demo"), "--backbone", "mobilenet_v2",
+           "--weights", str(weights)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n{proc.stderr[-3000:]}"
     truth = json.loads((tmp_path / "demo" / "video" / "shelf.json").read_text())
@@ -34,10 +40,19 @@ def test_quick_demo_counts_match_the_truth(tmp_path):
     for label, n in truth["counts"].items():
         assert re.search(rf"^\s+{label}\s+{n}\s+{n}\s+ok$", out, re.M), out[-3000:]
     assert "counts match the truth: yes" in out
-    assert "RANDOM weights" in out  # the banner, loud
+    assert "embedded amqtt broker on 127.0.0.1:" in out
+    assert "RANDOM weights" not in out
     assert out.count("sighting #") == sum(truth["counts"].values())
     assert (tmp_path / "demo" / "run" / "report.html").is_file()
     assert (tmp_path / "demo" / "bundles" / "demo-int8" / "manifest.json").is_file()
+
+
+def test_random_weights_banner_says_what_to_expect_and_how_to_fix_it():
+    text = random_weights_banner("inception_v3", real_data=False)
+    assert "RANDOM weights" in text and "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in text
+    assert "WEIGHTS=" in text and "%" in text
+    assert "chance" in random_weights_banner("inception_v3", real_data=True)
+    assert resolve_weights("/some/file.h5", "inception_v3") == "/some/file.h5"
 
 
 def test_counts_table_flags_mismatches():
