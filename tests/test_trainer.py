@@ -178,6 +178,35 @@ def test_random_weights_are_announced(tmp_path, capsys):
     assert "RANDOM WEIGHTS" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["random_weights"] is True
     assert "RANDOM WEIGHTS" in (tmp_path / "run" / "report.html").read_text()
+    # the random backbone's BatchNorm statistics come from a sample of the training images,
+    # and the seed and that sample are part of the cache key: another seed extracts again
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["weights_id"].startswith("none:")
+    assert main([*args[:2], str(tmp_path / "run2"), *args[3:], "--seed", "7"]) == 0
+    config2 = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert config2["weights_id"] != config["weights_id"]
+    assert json.loads((tmp_path / "run2" / "metrics.json").read_text())["timings"]["features_train_cache_hits"] == 0
+
+
+def test_calibrate_batchnorm_uses_the_images_statistics():
+    import keras
+
+    from trainer.backbones import calibrate_batchnorm
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(conv))
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 3)).astype(np.float32)
+    raw = keras.Model(inputs, conv)(images).numpy()
+    bn = model.get_layer("bn")
+    momentum = bn.momentum
+    calibrate_batchnorm(model, images)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), raw.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), raw.var(axis=(0, 1, 2)), rtol=1e-3, atol=1e-5)
+    assert bn.momentum == momentum
+    out = model(images, training=False).numpy()
+    assert abs(out.mean()) < 0.05 and abs(out.std() - 1) < 0.05
 
 
 def test_offline_imagenet_weights_fail_fast_with_instructions(tmp_path, monkeypatch, capsys):
