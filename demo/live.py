@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from edge.watch import BrokerURL, Fleet, connect
@@ -19,6 +20,7 @@ class LiveView:
         self.fleet = Fleet(prefix)
         self.device_id = device_id
         self.started = time.monotonic()
+        self.wall_start = time.time()
         self.final: dict[str, Any] | None = None
         self.sightings = 0
         self.errors: list[str] = []
@@ -42,9 +44,16 @@ class LiveView:
         elif kind == "status" and (doc.get("state"), doc.get("source")) != self._last_status:
             self._last_status = (doc.get("state"), doc.get("source"))
             print(f"  [{t:6.1f} s] agent {doc.get('state')} (source: {doc.get('source', '-')})", flush=True)
-        elif kind == "counts" and doc.get("final"):
+        elif kind == "counts" and doc.get("final") and not self._stale(doc):
             self.final = doc
             self._final.set()
+
+    def _stale(self, doc: dict[str, Any]) -> bool:
+        """A retained final count from an earlier run (MQTT_URL with a persistent broker)."""
+        try:
+            return datetime.fromisoformat(str(doc.get("started"))).timestamp() < self.wall_start - 1.0
+        except ValueError:
+            return False
 
     def wait_final(self, timeout: float) -> dict[str, Any] | None:
         self._final.wait(timeout)

@@ -205,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(work / "agent.log", "wb") as log_fh:
             agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
                                      stdout=log_fh, stderr=subprocess.STDOUT, env=env)  # fmt: skip
-            rc = agent.wait(timeout=max(120.0, truth["frames"] / 2))
+            try:
+                rc = agent.wait(timeout=max(120.0, truth["frames"] / 2))
+            except subprocess.TimeoutExpired:
+                rc = -1  # stuck: reported below with the log tail, killed in finally
         final = view.wait_final(10.0)
         summary["agent_s"] = round(time.monotonic() - t)
         if rc != 0 or final is None:
