@@ -10,16 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from demo.products import BACKGROUND, background_photo, generate
+from demo.products import BACKGROUND, background_photo
 from edge.evaluate import list_images
 from edge.preprocess import read_image
 
 log = logging.getLogger(__name__)
-
-
-def generated(root: Path, train: int, val: int, test: int, size: int, seed: int) -> Path:
-    generate(root, {"train": train, "val": val, "test": test}, size=size, seed=seed)
-    return root
 
 
 def _class_dirs(root: Path) -> list[Path]:

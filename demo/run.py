@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from demo import broker as embedded
-from demo.data import from_folder, generated, held_out
+from demo.data import from_folder, held_out
 from demo.live import LiveView, counts_table
-from demo.products import BACKGROUND
+from demo.products import BACKGROUND, generate
 from demo.shelf_video import VideoSpec, pick_items, render
 from edge.watch import parse_broker_url
 
@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = from_folder(Path(args.data), work / "data", args.limit, args.per_class, 160, args.seed)
     else:
         val, test = max(args.per_class // 4, 6), max(args.products // 3, 3)
-        data = generated(work / "data", args.per_class, val, test, 160, args.seed)
+        data = work / "data"
+        generate(data, {"train": args.per_class, "val": val, "test": test}, size=160, seed=args.seed)
     print(f"data ready in {time.monotonic() - t:.0f} s: {data}", flush=True)
 
     t = stage(2, f"train {args.backbone} (shelfscan-train)")

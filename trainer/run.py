@@ -86,14 +86,14 @@ def _calibrate_random(base: Any, ds: Dataset, spec: PreprocessSpec, seed: int, c
     the statistics on the sample's bytes, so either changing invalidates cached features.
     """
     from edge.errors import ImageError
-    from edge.preprocess import read_image
+    from edge.preprocess import decode_image
 
     pre = Preprocessor(spec, "float32")
     picked, digest = [], hashlib.sha256(f"seed={seed}".encode())
     for s in sorted(ds.splits["train"], key=lambda s: hashlib.sha256(str(s.path.name).encode()).digest()):
         try:
             data = s.path.read_bytes()
-            picked.append(pre.from_bgr(read_image(s.path))[0].copy())
+            picked.append(pre.from_bgr(decode_image(data, str(s.path)))[0].copy())
         except (OSError, ImageError):
             continue
         digest.update(hashlib.sha256(data).digest())
