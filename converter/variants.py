@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from converter.compact import compact_tflite
 from edge.errors import ShelfscanError
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ def export(variant: Variant, model: Any, data: Representative | None, io_type: s
         log.debug("converter output: %s", chatter.getvalue())
     except Exception as exc:
         raise ShelfscanError(f"export {variant.name} failed: {str(exc).splitlines()[0][:200]}") from None
+    raw = len(flatbuffer)
+    flatbuffer = compact_tflite(flatbuffer)
     seconds = time.perf_counter() - start
-    log.info("export %s: %.1f MB in %.1f s", variant.name, len(flatbuffer) / 1e6, seconds)
+    log.info("export %s: %.2f MB (%.1f %% smaller compacted) in %.1f s", variant.name, len(flatbuffer) / 1e6,
+             100 * (1 - len(flatbuffer) / raw), seconds)  # fmt: skip
     return flatbuffer, seconds
