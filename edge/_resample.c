@@ -67,7 +67,7 @@ static int precompute(int in_size, int out_size, int **bounds_out, int32_t **kk_
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define VECTORIZE __attribute__((target_clones("avx2", "sse4.1", "default")))
+#define VECTORIZE __attribute__((target_clones("arch=x86-64-v4", "avx2", "sse4.1", "default")))
 #else
 #define VECTORIZE
 #endif
@@ -92,20 +92,35 @@ static void pass_rows(const uint8_t *in, Py_ssize_t in_stride, int first_row, ui
     }
 }
 
-/* Transpose an (h, w) grid of 3-byte pixels into (w, h), in cache-sized tiles. */
+/* Transpose an (h, w) grid of 3-byte pixels into (w, h), in cache-sized tiles. Pixels move as
+ * 4-byte words (the 4th byte is the next pixel's, rewritten by the next store in the same
+ * output row); the last pixel of each output row and of the input are copied bytewise so
+ * nothing outside the rows is read or written. */
 static void transpose3(const uint8_t *in, Py_ssize_t in_stride, int h, int w, uint8_t *out, Py_ssize_t out_stride) {
-    enum { TILE = 4 };
+    enum { TILE = 16 };
     for (int y0 = 0; y0 < h; y0 += TILE) {
         int y1 = y0 + TILE < h ? y0 + TILE : h;
+        int yw = y1 < h ? y1 : h - 1; /* rows below yw may use word stores */
         for (int x0 = 0; x0 < w; x0 += TILE) {
             int x1 = x0 + TILE < w ? x0 + TILE : w;
             for (int y = y0; y < y1; y++) {
                 const uint8_t *p = in + (Py_ssize_t)y * in_stride + x0 * 3;
                 uint8_t *o = out + (Py_ssize_t)x0 * out_stride + y * 3;
-                for (int x = x0; x < x1; x++, p += 3, o += out_stride) {
-                    o[0] = p[0];
-                    o[1] = p[1];
-                    o[2] = p[2];
+                int xw = (y == h - 1) ? x1 - 1 : x1; /* the very last input pixel: no 4-byte read */
+                if (y < yw) {
+                    int x = x0;
+                    for (; x < xw; x++, p += 3, o += out_stride) {
+                        uint32_t v;
+                        memcpy(&v, p, 4);
+                        memcpy(o, &v, 4);
+                    }
+                    for (; x < x1; x++, p += 3, o += out_stride) {
+                        o[0] = p[0]; o[1] = p[1]; o[2] = p[2];
+                    }
+                } else {
+                    for (int x = x0; x < x1; x++, p += 3, o += out_stride) {
+                        o[0] = p[0]; o[1] = p[1]; o[2] = p[2];
+                    }
                 }
             }
         }

@@ -1,4 +1,8 @@
-"""Antialiased bilinear resizing, pixel-identical to Pillow's ``Image.resize(..., BILINEAR)``.
+"""Antialiased bilinear resizing with Pillow's ``Image.resize(..., BILINEAR)`` arithmetic.
+
+Pixel-identical to Pillow for windows scaled alike on both axes (every centre crop); when the
+two axes scale very differently, Pillow 13 sometimes differs by one level in some pixels
+(its pass order), which is why tests compare square and same-ratio cases.
 
 Quantized models are sensitive to resampling: the reference MobileNet's espresso score moves
 from 0.82 (Pillow's antialiased bilinear, how it was evaluated) to 0.94 with OpenCV's plain
