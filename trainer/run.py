@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import keras
 
     start = time.perf_counter()
+    if cfg.head.patience is None:
+        cfg = replace(cfg, head=replace(cfg.head, patience=4 if cfg.augment.views else 8))
     keras.utils.set_random_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
