@@ -1,7 +1,7 @@
 """Converter acceptance figures.
 
 1. The MobileNetV2 Freiburg model from the trainer: every variant evaluated through the edge
-   runtime on the val split (int8 top-1 vs Keras, int8 size vs fp32).
+   runtime on the val split (int8 and int8-pw top-1 vs Keras, size vs fp32).
 2. InceptionV3 (random weights, 25 classes, calibrated on 100 Freiburg images): int8 vs fp32
    invoke median at 2 threads, measured alternately in the same process.
 Run: python -m benchmarks.converter_bench --run runs/freiburg-mnv2
@@ -77,7 +77,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="shelfscan-convbench-"))
     out = tmp / "mnv2"
-    rc = convert([args.run, "--out", str(out), "--variants", "fp32,fp16,dynamic,int8", "--eval",
+    rc = convert([args.run, "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw", "--eval",
                   str(FREIBURG / "val"), "--bench-runs", "30"])  # fmt: skip
     mnv2 = json.loads((out / "comparison.json").read_text())
     inc_run = inception_run(tmp)
@@ -93,6 +93,8 @@ def main() -> None:
         "gate_exit_status": rc,
         "int8_minus_keras_top1_points": round(100 * (rows["int8"]["top1"] - mnv2["keras"]["top1"]), 2),
         "int8_size_ratio": round(rows["int8"]["size_bytes"] / rows["fp32"]["size_bytes"], 4),
+        "int8_pw_minus_keras_top1_points": round(100 * (rows["int8-pw"]["top1"] - mnv2["keras"]["top1"]), 2),
+        "int8_pw_size_ratio": round(rows["int8-pw"]["size_bytes"] / rows["fp32"]["size_bytes"], 4),
         "inception_v3_random": {
             "invoke_ms_2t": lat,
             "int8_over_fp32": round(lat["int8"] / lat["fp32"], 3),
@@ -105,7 +107,9 @@ def main() -> None:
         f"## MobileNetV2, Freiburg Groceries (run `{args.run}`), evaluated on val through the edge runtime\n\n"
         + markdown_table(rows, mnv2["keras"])
         + f"\n\nint8 top-1 − Keras top-1: **{results['int8_minus_keras_top1_points']} points**; "
-        f"int8 size / fp32 size: **{results['int8_size_ratio']}**; gate exit status {rc}.\n\n"
+        f"int8 size / fp32 size: **{results['int8_size_ratio']}**. int8-pw (per-tensor 1x1 convolutions): "
+        f"**{results['int8_pw_minus_keras_top1_points']} points**, size **{results['int8_pw_size_ratio']}**; "
+        f"gate exit status {rc}.\n\n"
         "## InceptionV3 (random weights), 2 threads, invoke medians measured alternately\n\n"
         f"fp32 {lat['fp32']} ms, int8 {lat['int8']} ms: "
         f"int8/fp32 = **{results['inception_v3_random']['int8_over_fp32']}**"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from converter.compact import compact_tflite
+from converter.requantize import per_tensor_pointwise
 from edge.errors import ShelfscanError
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class Variant:
     description: str
     calibrated: bool
     configure: Callable[[Any, Any, Representative | None, str], None]  # (converter, tf, data, io)
+    rewrite: Callable[[bytes], bytes] | None = None  # applied to the converter's flatbuffer
 
 
 def _fp16(c: Any, tf: Any, _data: Representative | None, _io: str) -> None:
@@ -62,6 +64,13 @@ VARIANTS: dict[str, Variant] = {
         Variant("fp16", "float16 weights, float32 compute", False, _fp16),
         Variant("dynamic", "int8 weights, float activations (dynamic range)", False, _dynamic),
         Variant("int8", "int8 weights and activations, calibrated; --io sets the input/output type", True, _int8),
+        Variant(
+            "int8-pw",
+            "int8 with per-tensor 1x1 convolution weights (depthwise stay per-channel): smaller file, the gate decides",
+            True,
+            _int8,
+            per_tensor_pointwise,
+        ),
         Variant("int8-pt", "int8 as above with per-tensor weight scales: smaller file", True, _int8_per_tensor),
     )
 }
@@ -90,6 +99,8 @@ def export(variant: Variant, model: Any, data: Representative | None, io_type: s
     except Exception as exc:
         raise ShelfscanError(f"export {variant.name} failed: {str(exc).splitlines()[0][:200]}") from None
     raw = len(flatbuffer)
+    if variant.rewrite is not None:
+        flatbuffer = variant.rewrite(flatbuffer)
     flatbuffer = compact_tflite(flatbuffer)
     seconds = time.perf_counter() - start
     log.info("export %s: %.2f MB (%.1f %% smaller compacted) in %.1f s", variant.name, len(flatbuffer) / 1e6,

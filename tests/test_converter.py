@@ -36,14 +36,14 @@ def trained(tmp_path_factory, shared) -> dict[str, Path]:
 
 def test_every_variant_converts_loads_and_is_compared(trained, capsys):
     out = trained["root"] / "bundles"
-    rc = convert([str(trained["run"]), "--out", str(out), "--variants", "fp32,fp16,dynamic,int8",
+    rc = convert([str(trained["run"]), "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw",
                   "--eval", str(trained["eval"]), "--max-drop", "100", "--calibration-count", "40",
                   "--bench-runs", "3", "--json"])  # fmt: skip
     assert rc == 0
     doc = json.loads((out / "comparison.json").read_text())
     printed = capsys.readouterr().out  # the module fixture's training output comes first
     assert json.loads(printed[printed.index('{\n  "run_dir"') :]) == doc
-    assert set(doc["variants"]) == {"fp32", "fp16", "dynamic", "int8"}
+    assert set(doc["variants"]) == {"fp32", "fp16", "dynamic", "int8", "int8-pw"}
     sizes = {}
     for variant, row in doc["variants"].items():
         clf = Classifier.from_bundle(out / f"run-{variant}", threads=1)
@@ -55,6 +55,9 @@ def test_every_variant_converts_loads_and_is_compared(trained, capsys):
     int8 = Classifier.from_bundle(out / "run-int8").bundle.manifest
     assert int8.input.dtype == "uint8" and int8.input.quantization is not None
     assert sizes["int8"] < 0.5 * sizes["fp32"] and sizes["fp16"] < 0.7 * sizes["fp32"]
+    assert sizes["int8-pw"] < sizes["int8"]  # one scale per 1x1 convolution instead of one per channel
+    pw = Classifier.from_bundle(out / "run-int8-pw")
+    assert pw.delegate.applied and doc["variants"]["int8-pw"]["agreement"] > 0.5
     assert (out / "comparison.md").read_text().count("| run") == 0 and "| int8 |" in (out / "comparison.md").read_text()
 
 
