@@ -17,11 +17,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+_INT8 = 9  # TensorType.INT8 in the TFLite schema
+
 
 def _requantize_conv(model: Any, graph: Any, op: Any) -> bool:
-    inp, weight, bias = op.inputs[:3]
+    if op.inputs is None or len(op.inputs) < 3 or op.inputs[2] < 0:
+        return False
+    inp, weight, bias = (int(i) for i in op.inputs[:3])
     w = graph.tensors[weight]
-    if w.shape is None or len(w.shape) != 4 or w.shape[1] != 1 or w.shape[2] != 1 or bias < 0:
+    constant = model.buffers[w.buffer].data is not None and model.buffers[graph.tensors[bias].buffer].data is not None
+    if w.type != _INT8 or not constant:
+        return False
+    if w.shape is None or len(w.shape) != 4 or w.shape[1] != 1 or w.shape[2] != 1:
         return False
     scales = np.asarray(w.quantization.scale if w.quantization else [], np.float64)
     if scales.size <= 1:
