@@ -12,6 +12,7 @@ theirs, and the signature stays. Weight buffers stay 16-byte aligned, as the con
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,16 +50,20 @@ def _sharing_builder(size: int) -> Any:
     return SharingBuilder(size)
 
 
-def compact_tflite(flatbuffer: bytes) -> bytes:
+def compact_tflite(flatbuffer: bytes, rewrite: Callable[[Any], None] | None = None) -> bytes:
     """Return ``flatbuffer`` with shared zero-point vectors and no intermediate tensor names.
 
-    Models that use external buffers (over 2 GB) are returned unchanged.
+    ``rewrite`` edits the unpacked model (the schema's ``ModelT``) in place first, so a variant
+    that changes the model is unpacked and packed once. Models that use external buffers
+    (over 2 GB) are returned unchanged.
     """
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     if any(b.offset for b in model.buffers or []):
         return flatbuffer
+    if rewrite is not None:
+        rewrite(model)
     for graph in model.subgraphs:
         keep = set(graph.inputs.tolist() if graph.inputs is not None else [])
         keep |= set(graph.outputs.tolist() if graph.outputs is not None else [])

@@ -51,11 +51,10 @@ def _requantize_conv(model: Any, graph: Any, op: Any) -> bool:
     return True
 
 
-def per_tensor_pointwise(flatbuffer: bytes) -> bytes:
-    """Return ``flatbuffer`` (full-integer, per-channel) with per-tensor 1x1 convolution weights."""
+def per_tensor_pointwise(model: Any) -> None:
+    """Give the 1x1 convolutions of ``model`` (an unpacked full-integer ``ModelT``) per-tensor weights."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flatbuffer, 0))
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     done = 0
     for graph in model.subgraphs:
@@ -63,12 +62,3 @@ def per_tensor_pointwise(flatbuffer: bytes) -> bytes:
             if codes[op.opcodeIndex] == schema.BuiltinOperator.CONV_2D:
                 done += _requantize_conv(model, graph, op)
     log.info("per-tensor weights for %d 1x1 convolutions", done)
-    return _pack(model, len(flatbuffer))
-
-
-def _pack(model: Any, size: int) -> bytes:
-    import flatbuffers
-
-    builder = flatbuffers.Builder(size + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())

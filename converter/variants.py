@@ -29,7 +29,7 @@ class Variant:
     description: str
     calibrated: bool
     configure: Callable[[Any, Any, Representative | None, str], None]  # (converter, tf, data, io)
-    rewrite: Callable[[bytes], bytes] | None = None  # applied to the converter's flatbuffer
+    rewrite: Callable[[Any], None] | None = None  # edits the converter's unpacked model in place
 
 
 def _fp16(c: Any, tf: Any, _data: Representative | None, _io: str) -> None:
@@ -99,9 +99,7 @@ def export(variant: Variant, model: Any, data: Representative | None, io_type: s
     except Exception as exc:
         raise ShelfscanError(f"export {variant.name} failed: {str(exc).splitlines()[0][:200]}") from None
     raw = len(flatbuffer)
-    if variant.rewrite is not None:
-        flatbuffer = variant.rewrite(flatbuffer)
-    flatbuffer = compact_tflite(flatbuffer)
+    flatbuffer = compact_tflite(flatbuffer, variant.rewrite)
     seconds = time.perf_counter() - start
     log.info("export %s: %.2f MB (%.1f %% smaller compacted) in %.1f s", variant.name, len(flatbuffer) / 1e6,
              100 * (1 - len(flatbuffer) / raw), seconds)  # fmt: skip

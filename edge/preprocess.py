@@ -160,8 +160,7 @@ class Preprocessor:
         self._ordered = np.empty((h, w, 3), np.uint8)
         a, b = input_affine(spec, dtype, self.scale, self.zero_point)
         self.mode = _quantize_mode(dtype, a, b)
-        self._a, self._b = a.astype(np.float32), b.astype(np.float32)
-        self._lut = _affine_lut(self._a, self._b, dtype)
+        self._lut = _affine_lut(a.astype(np.float32), b.astype(np.float32), dtype)
         self._interp = _INTERPOLATION.get(spec.interpolation, -1)
 
     # -- entry points -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from trainer.augment import AugmentConfig
 from trainer.dataset import Dataset, load_dataset
 from trainer.features import FeatureCache, extract_features, make_extractor, model_key
 from trainer.finetune import FineTuneConfig, fine_tune, preprocess_all
-from trainer.head import HeadConfig, build_classifier, class_weights, train_head
+from trainer.head import HeadConfig, build_classifier, class_weights, default_patience, train_head
 from trainer.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     start = time.perf_counter()
     if cfg.head.patience is None:
-        cfg = replace(cfg, head=replace(cfg.head, patience=4 if cfg.augment.views else 8))
+        cfg = replace(cfg, head=replace(cfg.head, patience=default_patience(cfg.augment.views)))
     keras.utils.set_random_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
