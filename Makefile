@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edge/_resample.c | cksum | cut -d" " -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py edge/_*.c | cksum | cut -d" " -f1)
 PYTEST_ARGS ?=
 
 .PHONY: setup test lint bench demo clean system-deps

@@ -1,7 +1,7 @@
-"""Builds the optional C resampler; everything else is configured in pyproject.toml.
+"""Builds the optional C hot paths; everything else is configured in pyproject.toml.
 
-If the extension cannot be compiled (no compiler on a device), installation continues and
-edge falls back to Pillow, which gives identical pixels more slowly.
+If an extension cannot be compiled (no compiler on a device), installation continues and edge
+falls back to Pillow (resizing) and numpy (top-k), which give identical results more slowly.
 """
 
 from setuptools import Extension, setup
@@ -13,16 +13,19 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:
-            self.warn(f"edge._resample not built ({exc}); Pillow will be used for resizing")
+            self.warn(f"C extensions not built ({exc}); edge falls back to Pillow and numpy")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:
-            self.warn(f"edge._resample not built ({exc}); Pillow will be used for resizing")
+            self.warn(f"{ext.name} not built ({exc}); edge falls back to Pillow / numpy for it")
 
 
 setup(
-    ext_modules=[Extension("edge._resample", ["edge/_resample.c"], extra_compile_args=["-O3"])],
+    ext_modules=[
+        Extension("edge._resample", ["edge/_resample.c"], extra_compile_args=["-O3"]),
+        Extension("edge._topk", ["edge/_topk.c"], extra_compile_args=["-O3"]),
+    ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

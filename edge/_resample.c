@@ -9,9 +9,12 @@
  * same arithmetic (same coefficients, same fixed point, same pass order) without the overhead.
  * edge/resample.py falls back to Pillow when this module is not built.
  *
- * resize(src, y0, y1, x0, x1, dst): src is a C-contiguous (H, W, 3) uint8 buffer; the window
- * [y0:y1, x0:x1] is resized into the C-contiguous (h, w, 3) uint8 buffer dst. The GIL is
- * released while computing.
+ * resize(src, y0, y1, x0, x1, dst[, swap[, generic]]): src is a C-contiguous (H, W, 3) uint8
+ * buffer; the window [y0:y1, x0:x1] is resized into the C-contiguous (h, w, 3) uint8 buffer dst,
+ * with the channel order reversed when `swap` (BGR frame -> RGB model, at no cost on the SIMD
+ * path). The GIL is released while computing. On CPUs with AVX-512 VBMI and VNNI the horizontal
+ * pass gathers bytes with permutes straight from the interleaved rows (no transposes);
+ * `generic` forces the portable path, which tests compare against it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -127,8 +130,6 @@ static void transpose3(const uint8_t *in, Py_ssize_t in_stride, int h, int w, ui
     }
 }
 
-/* Pillow's order: horizontal pass (rounded to 8 bits) over the rows the vertical pass needs,
- * then the vertical pass. Done as transpose -> row pass -> transpose -> row pass. */
 /* Per-thread scratch memory, grown as needed and kept: fresh multi-megabyte mallocs are mmap'd
  * and page-faulted on every frame, which costs as much as the arithmetic. */
 static __thread uint8_t *scratch;
@@ -144,11 +145,217 @@ static uint8_t *scratch_get(size_t size) {
     return scratch;
 }
 
+/* The coefficients of both axes for one (window, output) geometry. A camera sends the same
+ * geometry frame after frame, so the last one is kept per thread. */
+typedef struct {
+    int wy, wx, oh, ow;
+    int *xb, *yb, xks, yks;
+    int32_t *xk, *yk;
+    /* SIMD horizontal plan (x86-64 with AVX-512 VBMI + VNNI): output pixels in blocks of <= 16
+     * whose input span fits 128 bytes. A 32-bit lane holds one output value (48 values = 16 RGB
+     * pixels = 3 vectors) and four of its taps: per block, group of 4 taps and third, one
+     * byte-gather index vector and the coefficients as three signed-byte digit vectors
+     * (k = d2 * 2^16 + d1 * 2^8 + d0), so u8 x s8 dot products give Pillow's int32 sums exactly. */
+    int nblocks, swap;
+    int *blk; /* per block: first output pixel, pixel count, first input pixel, tap groups, vector offset */
+    uint8_t *vec; /* per (block, group, third): index vector, then digit vectors d0, d1, d2 */
+    void *vmem;
+} Plan;
+
+static void plan_free(Plan *p) {
+    free(p->xb); free(p->yb); free(p->xk); free(p->yk); free(p->blk); free(p->vmem);
+    memset(p, 0, sizeof(*p));
+}
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define HAVE_VBMI_PATH 1
+#include <immintrin.h>
+#endif
+
+static int use_simd = -1; /* -1: not probed yet; 0: generic path; 1: AVX-512 VBMI path */
+
+static int simd_supported(void) {
+#ifdef HAVE_VBMI_PATH
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* Signed base-256 digits of a coefficient: k = d2 * 65536 + d1 * 256 + d0, each in [-128, 127]. */
+static void digits(int32_t k, int8_t d[3]) {
+    for (int i = 0; i < 3; i++) {
+        int32_t lo = ((k + 128) & 255) - 128;
+        d[i] = (int8_t)lo;
+        k = (k - lo) / 256;
+    }
+}
+
+static int plan_simd(Plan *p) {
+    int ow = p->ow, ks = p->xks, nb = 0, nvec = 0;
+    int *blk = malloc(sizeof(int) * 5 * ow);
+    if (!blk) return -1;
+    for (int x = 0; x < ow;) {
+        int base = p->xb[2 * x], count = 0, taps = 0;
+        while (count < 16 && x + count < ow) {
+            int xx = x + count, end = p->xb[2 * xx] + p->xb[2 * xx + 1] - base;
+            if (end * 3 > 128) break;
+            if (p->xb[2 * xx + 1] > taps) taps = p->xb[2 * xx + 1];
+            count++;
+        }
+        if (count == 0) { /* one pixel's support is wider than 42 pixels: no SIMD plan */
+            free(blk);
+            return 1;
+        }
+        int *b = blk + 5 * nb++, groups = (taps + 3) / 4;
+        b[0] = x; b[1] = count; b[2] = base; b[3] = groups; b[4] = nvec;
+        nvec += 3 * 4 * groups;
+        x += count;
+    }
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, (size_t)nvec * 64 + 64)) {
+        free(blk);
+        return -1;
+    }
+    uint8_t *vec = mem;
+    memset(mem, 0, (size_t)nvec * 64);
+    for (int i = 0; i < nb; i++) {
+        int *b = blk + 5 * i;
+        for (int g = 0; g < b[3]; g++) {
+            for (int q = 0; q < 3; q++) {
+                uint8_t *v = vec + ((size_t)b[4] + 4 * (3 * g + q)) * 64;
+                for (int lane = 0; lane < 16; lane++) {
+                    int slot = q * 16 + lane, px = slot / 3, c = slot % 3, x = b[0] + px;
+                    if (px >= b[1]) continue;
+                    if (p->swap) c = 2 - c;
+                    for (int t = 0; t < 4; t++) {
+                        int j = 4 * g + t;
+                        if (j >= p->xb[2 * x + 1]) break;
+                        int8_t d[3];
+                        digits(p->xk[x * ks + j], d);
+                        v[4 * lane + t] = (uint8_t)((p->xb[2 * x] + j - b[2]) * 3 + c);
+                        for (int r = 0; r < 3; r++) v[64 * (r + 1) + 4 * lane + t] = (uint8_t)d[r];
+                    }
+                }
+            }
+        }
+    }
+    p->nblocks = nb; p->blk = blk; p->vec = vec; p->vmem = mem;
+    return 0;
+}
+
+static __thread Plan cached;
+
+static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
+    Plan *p = &cached;
+    if (p->xb && p->wy == wy && p->wx == wx && p->oh == oh && p->ow == ow && p->swap == swap) return p;
+    plan_free(p);
+    p->wy = wy; p->wx = wx; p->oh = oh; p->ow = ow; p->swap = swap;
+    if (precompute(wx, ow, &p->xb, &p->xk, &p->xks) || precompute(wy, oh, &p->yb, &p->yk, &p->yks)) {
+        plan_free(p);
+        return NULL;
+    }
+    if (use_simd < 0) use_simd = simd_supported();
+    if (use_simd && plan_simd(p) < 0) {
+        plan_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+#ifdef HAVE_VBMI_PATH
+#define VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")))
+
+static inline VBMI __m128i pack_bytes(__m512i acc) {
+    __m512i v = _mm512_max_epi32(_mm512_srai_epi32(acc, PRECISION_BITS), _mm512_setzero_si512());
+    return _mm512_cvtusepi32_epi8(v); /* clip8: negative -> 0 above, > 255 -> 255 here */
+}
+
+static inline VBMI __mmask64 first_bytes(Py_ssize_t n) {
+    return n >= 64 ? ~(__mmask64)0 : (n <= 0 ? 0 : (((__mmask64)1 << n) - 1));
+}
+
+/* Horizontal pass of one RGB row straight from the interleaved pixels: per block of output
+ * pixels, the block's input span is loaded into two registers once; per group of 4 taps, one
+ * permute gathers the 4 input bytes of each of 16 output values and three dot products add
+ * them times the coefficient digits. */
+static VBMI void hpass_row_vbmi(const Plan *p, const uint8_t *row, uint8_t *out) {
+    for (int i = 0; i < p->nblocks; i++) {
+        const int *b = p->blk + 5 * i;
+        const uint8_t *src = row + (Py_ssize_t)b[2] * 3;
+        Py_ssize_t avail = (Py_ssize_t)(p->wx - b[2]) * 3;
+        __m512i lo = _mm512_maskz_loadu_epi8(first_bytes(avail), src);
+        __m512i hi = _mm512_maskz_loadu_epi8(first_bytes(avail - 64), src + 64);
+        __m512i z = _mm512_setzero_si512(), acc[3][3] = {{z, z, z}, {z, z, z}, {z, z, z}};
+        const __m512i *v = (const __m512i *)p->vec + b[4];
+        for (int g = 0; g < b[3]; g++) {
+            for (int q = 0; q < 3; q++, v += 4) {
+                __m512i px = _mm512_permutex2var_epi8(lo, v[0], hi);
+                acc[q][0] = _mm512_dpbusd_epi32(acc[q][0], px, v[1]);
+                acc[q][1] = _mm512_dpbusd_epi32(acc[q][1], px, v[2]);
+                acc[q][2] = _mm512_dpbusd_epi32(acc[q][2], px, v[3]);
+            }
+        }
+        uint8_t *o = out + (Py_ssize_t)b[0] * 3;
+        Py_ssize_t n = (Py_ssize_t)b[1] * 3;
+        __m512i half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+        for (int q = 0; q < 3; q++) {
+            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(half, acc[q][0]),
+                                           _mm512_add_epi32(_mm512_slli_epi32(acc[q][1], 8), _mm512_slli_epi32(acc[q][2], 16)));
+            _mm_mask_storeu_epi8(o + 16 * q, (__mmask16)first_bytes(n - 16 * q), pack_bytes(sum));
+        }
+    }
+}
+
+/* Vertical pass: 64 output bytes at a time with the accumulators in registers. */
+static VBMI void vpass_vbmi(const uint8_t *in, Py_ssize_t stride, int first_row, uint8_t *dst, int oh, int width,
+                            const int *bounds, const int32_t *kk, int ksize) {
+    for (int i = 0; i < oh; i++) {
+        const int32_t *k = kk + i * ksize;
+        const uint8_t *r0 = in + (Py_ssize_t)(bounds[2 * i] - first_row) * stride;
+        int n = bounds[2 * i + 1];
+        uint8_t *o = dst + (Py_ssize_t)i * width;
+        for (int t = 0; t < width; t += 64) {
+            __mmask64 m = first_bytes(width - t);
+            __m512i a0 = _mm512_set1_epi32(1 << (PRECISION_BITS - 1)), a1 = a0, a2 = a0, a3 = a0;
+            for (int y = 0; y < n; y++) {
+                __m512i v = _mm512_maskz_loadu_epi8(m, r0 + (Py_ssize_t)y * stride + t), w = _mm512_set1_epi32(k[y]);
+                a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 0)), w));
+                a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 1)), w));
+                a2 = _mm512_add_epi32(a2, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 2)), w));
+                a3 = _mm512_add_epi32(a3, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 3)), w));
+            }
+            Py_ssize_t left = width - t;
+            _mm_mask_storeu_epi8(o + t, (__mmask16)first_bytes(left), pack_bytes(a0));
+            _mm_mask_storeu_epi8(o + t + 16, (__mmask16)first_bytes(left - 16), pack_bytes(a1));
+            _mm_mask_storeu_epi8(o + t + 32, (__mmask16)first_bytes(left - 32), pack_bytes(a2));
+            _mm_mask_storeu_epi8(o + t + 48, (__mmask16)first_bytes(left - 48), pack_bytes(a3));
+        }
+    }
+}
+
+static int resize_window_vbmi(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, const Plan *p) {
+    int ybox0 = p->yb[0], ybox1 = p->yb[2 * (p->oh - 1)] + p->yb[2 * (p->oh - 1) + 1], rows = ybox1 - ybox0;
+    Py_ssize_t mid_stride = (Py_ssize_t)p->ow * 3;
+    uint8_t *mid = scratch_get((size_t)mid_stride * rows + 64);
+    if (!mid) return -1;
+    for (int y = 0; y < rows; y++) hpass_row_vbmi(p, src + (Py_ssize_t)(ybox0 + y) * stride, mid + y * mid_stride);
+    vpass_vbmi(mid, mid_stride, ybox0, dst, p->oh, (int)mid_stride, p->yb, p->yk, p->yks);
+    return 0;
+}
+#endif
+
 /* Pillow's order: horizontal pass (rounded to 8 bits) over the rows the vertical pass needs,
- * then the vertical pass. Done as transpose -> row pass -> transpose -> row pass. */
-static int resize_window(const uint8_t *src, Py_ssize_t stride, int wx, uint8_t *dst, int oh, int ow, const int *xb,
-                         const int32_t *xk, int xks, const int *yb, const int32_t *yk, int yks) {
-    int ybox0 = yb[0], ybox1 = yb[2 * (oh - 1)] + yb[2 * (oh - 1) + 1], rows = ybox1 - ybox0;
+ * then the vertical pass. Portable path: transpose -> row pass -> transpose -> row pass, so
+ * both passes run over contiguous bytes the compiler vectorizes. */
+static int resize_window(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, const Plan *p, int generic) {
+#ifdef HAVE_VBMI_PATH
+    if (!generic && p->blk) return resize_window_vbmi(src, stride, dst, p);
+#endif
+    int wx = p->wx, oh = p->oh, ow = p->ow;
+    int ybox0 = p->yb[0], ybox1 = p->yb[2 * (oh - 1)] + p->yb[2 * (oh - 1) + 1], rows = ybox1 - ybox0;
     size_t n_in = (size_t)wx * rows * 3 + 16, n_mid = (size_t)ow * rows * 3 + 16;
     size_t n_acc = sizeof(int32_t) * (size_t)(rows > ow ? rows : ow) * 3;
     uint8_t *base = scratch_get(n_in + 2 * n_mid + n_acc + 64);
@@ -158,26 +365,30 @@ static int resize_window(const uint8_t *src, Py_ssize_t stride, int wx, uint8_t 
     uint8_t *mid = t_mid + n_mid; /* (rows, ow, 3) */
     int32_t *acc = (int32_t *)(((uintptr_t)(mid + n_mid) + 63) & ~(uintptr_t)63);
     transpose3(src + (Py_ssize_t)ybox0 * stride, stride, rows, wx, t_in, (Py_ssize_t)rows * 3);
-    pass_rows(t_in, (Py_ssize_t)rows * 3, 0, t_mid, (Py_ssize_t)rows * 3, ow, rows * 3, xb, xk, xks, acc);
+    pass_rows(t_in, (Py_ssize_t)rows * 3, 0, t_mid, (Py_ssize_t)rows * 3, ow, rows * 3, p->xb, p->xk, p->xks, acc);
     transpose3(t_mid, (Py_ssize_t)rows * 3, ow, rows, mid, (Py_ssize_t)ow * 3);
-    pass_rows(mid, (Py_ssize_t)ow * 3, ybox0, dst, (Py_ssize_t)ow * 3, oh, ow * 3, yb, yk, yks, acc);
+    pass_rows(mid, (Py_ssize_t)ow * 3, ybox0, dst, (Py_ssize_t)ow * 3, oh, ow * 3, p->yb, p->yk, p->yks, acc);
+    if (p->swap)
+        for (uint8_t *d = dst, *end = dst + (size_t)oh * ow * 3; d < end; d += 3) {
+            uint8_t t = d[0];
+            d[0] = d[2];
+            d[2] = t;
+        }
     return 0;
 }
 
 static PyObject *py_resize(PyObject *self, PyObject *args) {
     Py_buffer src, dst;
     PyObject *src_obj, *dst_obj;
-    int y0, y1, x0, x1;
+    int y0, y1, x0, x1, swap = 0, generic = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OiiiiO", &src_obj, &y0, &y1, &x0, &x1, &dst_obj)) return NULL;
+    if (!PyArg_ParseTuple(args, "OiiiiO|pp", &src_obj, &y0, &y1, &x0, &x1, &dst_obj, &swap, &generic)) return NULL;
     if (PyObject_GetBuffer(src_obj, &src, PyBUF_C_CONTIGUOUS) < 0) return NULL;
     if (PyObject_GetBuffer(dst_obj, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&src);
         return NULL;
     }
     PyObject *result = NULL;
-    int *xb = NULL, *yb = NULL;
-    int32_t *xk = NULL, *yk = NULL;
     if (src.ndim != 3 || dst.ndim != 3 || src.shape[2] != 3 || dst.shape[2] != 3 ||
         src.itemsize != 1 || dst.itemsize != 1) {
         PyErr_SetString(PyExc_ValueError, "resize expects (H, W, 3) uint8 buffers");
@@ -188,15 +399,11 @@ static PyObject *py_resize(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "resize window out of bounds");
         goto done;
     }
-    int wy = y1 - y0, wx = x1 - x0, xks, yks;
-    if (precompute(wx, ow, &xb, &xk, &xks) || precompute(wy, oh, &yb, &yk, &yks)) {
-        PyErr_NoMemory();
-        goto done;
-    }
     const uint8_t *base = (const uint8_t *)src.buf + (Py_ssize_t)y0 * W * 3 + (Py_ssize_t)x0 * 3;
     int failed;
     Py_BEGIN_ALLOW_THREADS
-    failed = resize_window(base, (Py_ssize_t)W * 3, wx, (uint8_t *)dst.buf, oh, ow, xb, xk, xks, yb, yk, yks);
+    Plan *plan = plan_get(y1 - y0, x1 - x0, oh, ow, swap);
+    failed = !plan || resize_window(base, (Py_ssize_t)W * 3, (uint8_t *)dst.buf, plan, generic);
     Py_END_ALLOW_THREADS
     if (failed) {
         PyErr_NoMemory();
@@ -205,14 +412,21 @@ static PyObject *py_resize(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
-    free(xb); free(yb); free(xk); free(yk);
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
     return result;
 }
 
+static PyObject *py_kernel(PyObject *self, PyObject *unused) {
+    (void)self; (void)unused;
+    if (use_simd < 0) use_simd = simd_supported();
+    return PyUnicode_FromString(use_simd ? "avx512vbmi" : "generic");
+}
+
 static PyMethodDef methods[] = {
-    {"resize", py_resize, METH_VARARGS, "resize(src, y0, y1, x0, x1, dst): Pillow-exact antialiased bilinear."},
+    {"resize", py_resize, METH_VARARGS,
+     "resize(src, y0, y1, x0, x1, dst, swap=False, generic=False): Pillow-exact antialiased bilinear."},
+    {"kernel", py_kernel, METH_NOARGS, "kernel(): 'avx512vbmi' or 'generic', the path resize() takes."},
     {NULL, NULL, 0, NULL},
 };
 

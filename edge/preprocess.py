@@ -162,6 +162,7 @@ class Preprocessor:
         self.mode = _quantize_mode(dtype, a, b)
         self._lut = _affine_lut(a.astype(np.float32), b.astype(np.float32), dtype)
         self._interp = _INTERPOLATION.get(spec.interpolation, -1)
+        self._boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # per frame size
 
     # -- entry points -------------------------------------------------------------------
     def from_bgr(self, frame: np.ndarray) -> np.ndarray:
@@ -190,18 +191,25 @@ class Preprocessor:
 
         Augmentation in the trainer runs on these pixels, before :meth:`normalize`.
         """
+        return self._resize_into(image, order, self._resized)
+
+    def _resize_into(self, image: np.ndarray, order: ColorOrder, out: np.ndarray) -> np.ndarray:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ImageError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
-        box = crop_box(image.shape[0], image.shape[1], self.spec)
+        size = image.shape[:2]
+        box = self._boxes.get(size)
+        if box is None:
+            if len(self._boxes) > 64:  # a folder of photos of every size: keep the cache small
+                self._boxes.clear()
+            box = self._boxes[size] = crop_box(size[0], size[1], self.spec)
+        swap = order != self.spec.color_order
         if self._interp < 0:
-            resize_antialias(image, box, self._resized)
-        else:
-            y0, y1, x0, x1 = box
-            cv2.resize(image[y0:y1, x0:x1], (self.spec.width, self.spec.height), self._resized, 0, 0, self._interp)
-        if order == self.spec.color_order:
-            return self._resized
-        cv2.cvtColor(self._resized, cv2.COLOR_BGR2RGB, self._ordered)  # same swap both ways
-        return self._ordered
+            return resize_antialias(image, box, out, swap)
+        y0, y1, x0, x1 = box
+        if not swap:
+            return cv2.resize(image[y0:y1, x0:x1], (self.spec.width, self.spec.height), out, 0, 0, self._interp)
+        cv2.resize(image[y0:y1, x0:x1], (self.spec.width, self.spec.height), self._ordered, 0, 0, self._interp)
+        return cv2.cvtColor(self._ordered, cv2.COLOR_BGR2RGB, out)  # same swap both ways
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Map ``uint8`` pixels in model order to the model's input dtype, into ``buffer``."""
@@ -215,7 +223,10 @@ class Preprocessor:
         return self.buffer
 
     def _run(self, image: np.ndarray, order: ColorOrder) -> np.ndarray:
-        return self.normalize(self.resize_only(image, order))
+        if self.mode == "copy":  # the model takes raw pixels: resize straight into its buffer
+            self._resize_into(image, order, self.buffer[0])
+            return self.buffer
+        return self.normalize(self._resize_into(image, order, self._resized))
 
 
 # -- decoding -------------------------------------------------------------------------------

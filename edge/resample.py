@@ -6,8 +6,10 @@ two axes scale very differently, Pillow 13 sometimes differs by one level in som
 
 Quantized models are sensitive to resampling: the reference MobileNet's espresso score moves
 from 0.82 (Pillow's antialiased bilinear, how it was evaluated) to 0.94 with OpenCV's plain
-bilinear. The compiled ``edge._resample`` does Pillow's exact arithmetic about three times
-faster; without it (no compiler on the device) Pillow itself is used, with identical output.
+bilinear. The compiled ``edge._resample`` does Pillow's exact arithmetic: portable C about
+four times faster than Pillow, and on x86 CPUs with AVX-512 VBMI and VNNI a permute + dot
+product kernel about ten times faster (480x480 -> 224x224 in ~0.13 ms, 2026 EPYC). Without the
+module (no compiler on the device) Pillow itself is used, with identical output.
 """
 
 from __future__ import annotations
@@ -28,14 +30,26 @@ def backend() -> str:
     return "c" if _resample is not None else "pillow"
 
 
-def resize_antialias(image: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray) -> np.ndarray:
-    """Resize ``image[y0:y1, x0:x1]`` (``box = (y0, y1, x0, x1)``) into ``out`` of shape ``(h, w, 3)``."""
+def kernel() -> str:
+    """Which resize code runs here: ``avx512vbmi``, ``generic`` (portable C) or ``pillow``."""
+    return _resample.kernel() if _resample is not None else "pillow"
+
+
+def resize_antialias(
+    image: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray, swap: bool = False
+) -> np.ndarray:
+    """Resize ``image[y0:y1, x0:x1]`` (``box = (y0, y1, x0, x1)``) into ``out`` of shape ``(h, w, 3)``.
+
+    ``swap`` reverses the channel order on the way (BGR frame, RGB model): the compiled
+    resampler does it while gathering pixels, saving a pass over the output.
+    """
     y0, y1, x0, x1 = box
     if _resample is not None:
-        _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out)
+        _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap)
         return out
     from PIL import Image
 
     window = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
-    np.copyto(out, np.asarray(window.resize((out.shape[1], out.shape[0]), Image.Resampling.BILINEAR)))
+    resized = np.asarray(window.resize((out.shape[1], out.shape[0]), Image.Resampling.BILINEAR))
+    np.copyto(out, resized[..., ::-1] if swap else resized)
     return out

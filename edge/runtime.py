@@ -165,17 +165,35 @@ class Classifier:
     def predictions(self, scores: np.ndarray, k: int = 5) -> list[Prediction]:
         return [Prediction(self.labels[i], i, s) for i, s in top_k(scores, k)]
 
+    def top_predictions(self, k: int = 5) -> list[Prediction]:
+        """Top-``k`` of the last invoke, the same as ``predictions(output_scores(), k)``.
+
+        Quantized probabilities are ranked raw and only the ``k`` winners are dequantized
+        (dequantization is monotonic), which keeps the work after an invoke to a few calls.
+        """
+        scale, zero_point = self._out_q
+        if self.output_kind == "logits" or scale <= 0:
+            return self.predictions(self.output_scores(), k)
+        raw = self.interpreter.get_tensor(self._out)  # (1, classes): top_k reads it flat
+        return [
+            Prediction(self.labels[i], i, float(np.float32(scale * (int(q) - zero_point)))) for i, q in top_k(raw, k)
+        ]
+
     def classify_bgr(self, frame: np.ndarray, k: int = 5) -> list[Prediction]:
         """Top-``k`` for an OpenCV BGR frame: the agent's hot path."""
-        return self.predictions(self.scores_bgr(frame), k)
+        self.preprocessor.from_bgr(frame)
+        self.run_model()
+        return self.top_predictions(k)
 
     def classify_rgb(self, image: np.ndarray, k: int = 5) -> list[Prediction]:
         self.preprocessor.from_rgb(image)
-        return self.predictions(self.invoke(), k)
+        self.run_model()
+        return self.top_predictions(k)
 
     def classify_pil(self, image: Any, k: int = 5) -> list[Prediction]:
         self.preprocessor.from_pil(image)
-        return self.predictions(self.invoke(), k)
+        self.run_model()
+        return self.top_predictions(k)
 
     def classify_path(self, path: str | Path, k: int = 5) -> list[Prediction]:
         return self.classify_bgr(read_image(path), k)

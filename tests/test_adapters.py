@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge.adapters import delegate_summary, dequantize, softmax, top_k
 from edge.runtime import make_interpreter
@@ -30,6 +31,27 @@ def test_top_k_order_and_bounds():
     assert [i for i, _ in top_k(scores, 3)] == [1, 3, 2]
     assert len(top_k(scores, 99)) == 5
     assert top_k(scores, 0) == [(1, 0.5)]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
+def test_top_k_compiled_and_numpy_agree_with_a_full_sort(dtype, monkeypatch):
+    """Quantized outputs are full of equal values (most classes are 0): ties must come out by index."""
+    from edge import adapters
+
+    assert adapters._topk is not None  # built by `make setup`; the numpy fallback is checked below
+    rng = np.random.default_rng(3)
+    cases = [rng.integers(-3, 4, 1001).astype(dtype) for _ in range(50)]  # heavy ties
+    cases += [rng.integers(-128, 128, 7).astype(dtype), np.zeros(5, dtype), np.arange(10, dtype=dtype)[::-1].copy()]
+    for scores in cases:
+        for k in (1, 3, 5, 10, scores.size):
+            want = sorted(range(scores.size), key=lambda i: (-float(scores[i]), i))[:k]
+            compiled = top_k(scores, k)
+            monkeypatch.setattr(adapters, "_topk", None)
+            fallback = top_k(scores, k)
+            monkeypatch.undo()
+            assert [i for i, _ in compiled] == want == [i for i, _ in fallback]
+            assert compiled == fallback and all(v == float(scores[i]) for i, v in compiled)
+    assert top_k(np.array([[0.2, 0.7, 0.1]], np.float32), 2) == top_k(np.array([0.2, 0.7, 0.1], np.float32), 2)
 
 
 def test_softmax_is_stable():

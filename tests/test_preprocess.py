@@ -106,26 +106,45 @@ def test_bgr_model_gets_swapped_channels():
 
 
 @pytest.mark.parametrize(
-    "shape", [(480, 640, 224, 224), (300, 451, 224, 224), (1080, 1920, 299, 299), (50, 40, 96, 96)]
+    "shape",
+    # the last one scales by 22: wider than the SIMD kernel's 128-byte window, so the C module
+    # takes its portable path even where the SIMD one exists
+    [(480, 640, 224, 224), (300, 451, 224, 224), (1080, 1920, 299, 299), (50, 40, 96, 96), (1080, 1920, 48, 48)],
 )
 def test_antialias_resize_matches_pillow_exactly(shape):
     h, w, oh, ow = shape
     img = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
+    box = (y0, y0 + s, x0, x0 + s)
     want = np.asarray(Image.fromarray(img[y0 : y0 + s, x0 : x0 + s]).resize((ow, oh), Image.Resampling.BILINEAR))
-    got = resample.resize_antialias(img, (y0, y0 + s, x0, x0 + s), np.empty((oh, ow, 3), np.uint8))
+    got = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8))
     assert resample.backend() == "c"  # built by `make setup`; the fallback is tested below
     np.testing.assert_array_equal(got, want)
+    swapped = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8), swap=True)
+    np.testing.assert_array_equal(swapped, want[..., ::-1])
+    # the portable C path (every CPU without AVX-512 VBMI + VNNI) gives the same pixels
+    for swap in (False, True):
+        out = np.empty((oh, ow, 3), np.uint8)
+        resample._resample.resize(img, *box, out, swap, True)
+        np.testing.assert_array_equal(out, want[..., ::-1] if swap else want)
+
+
+def test_resize_kernel_is_reported():
+    assert resample.kernel() in {"avx512vbmi", "generic"}
 
 
 def test_pillow_fallback_gives_identical_pixels(monkeypatch):
     img = np.random.default_rng(7).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     fast = resample.resize_antialias(img, (0, 200, 50, 250), np.empty((64, 64, 3), np.uint8)).copy()
     monkeypatch.setattr(resample, "_resample", None)
-    assert resample.backend() == "pillow"
+    assert resample.backend() == "pillow" and resample.kernel() == "pillow"
     np.testing.assert_array_equal(
         resample.resize_antialias(img, (0, 200, 50, 250), np.empty((64, 64, 3), np.uint8)), fast
+    )
+    np.testing.assert_array_equal(
+        resample.resize_antialias(img, (0, 200, 50, 250), np.empty((64, 64, 3), np.uint8), swap=True),
+        fast[..., ::-1],
     )
 
 
