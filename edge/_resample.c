@@ -258,7 +258,7 @@ static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
         return NULL;
     }
     if (use_simd < 0) use_simd = simd_supported();
-    if (use_simd && plan_simd(p) < 0) {
+    if (use_simd && p->yks <= 16 && plan_simd(p) < 0) {
         plan_free(p);
         return NULL;
     }
@@ -268,9 +268,9 @@ static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
 #ifdef HAVE_VBMI_PATH
 #define VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")))
 
+/* clip8 of non-negative sums (bilinear weights are >= 0): > 255 -> 255 by unsigned saturation. */
 static inline VBMI __m128i pack_bytes(__m512i acc) {
-    __m512i v = _mm512_max_epi32(_mm512_srai_epi32(acc, PRECISION_BITS), _mm512_setzero_si512());
-    return _mm512_cvtusepi32_epi8(v); /* clip8: negative -> 0 above, > 255 -> 255 here */
+    return _mm512_cvtusepi32_epi8(_mm512_srli_epi32(acc, PRECISION_BITS));
 }
 
 static inline VBMI __mmask64 first_bytes(Py_ssize_t n) {
@@ -288,7 +288,8 @@ static VBMI void hpass_row_vbmi(const Plan *p, const uint8_t *row, uint8_t *out)
         Py_ssize_t avail = (Py_ssize_t)(p->wx - b[2]) * 3;
         __m512i lo = _mm512_maskz_loadu_epi8(first_bytes(avail), src);
         __m512i hi = _mm512_maskz_loadu_epi8(first_bytes(avail - 64), src + 64);
-        __m512i z = _mm512_setzero_si512(), acc[3][3] = {{z, z, z}, {z, z, z}, {z, z, z}};
+        __m512i z = _mm512_setzero_si512(), h = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+        __m512i acc[3][3] = {{h, z, z}, {h, z, z}, {h, z, z}};
         const __m512i *v = (const __m512i *)p->vec + b[4];
         for (int g = 0; g < b[3]; g++) {
             for (int q = 0; q < 3; q++, v += 4) {
@@ -300,38 +301,65 @@ static VBMI void hpass_row_vbmi(const Plan *p, const uint8_t *row, uint8_t *out)
         }
         uint8_t *o = out + (Py_ssize_t)b[0] * 3;
         Py_ssize_t n = (Py_ssize_t)b[1] * 3;
-        __m512i half = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
         for (int q = 0; q < 3; q++) {
-            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(half, acc[q][0]),
-                                           _mm512_add_epi32(_mm512_slli_epi32(acc[q][1], 8), _mm512_slli_epi32(acc[q][2], 16)));
+            __m512i sum = _mm512_add_epi32(acc[q][0], _mm512_add_epi32(_mm512_slli_epi32(acc[q][1], 8),
+                                                                       _mm512_slli_epi32(acc[q][2], 16)));
             _mm_mask_storeu_epi8(o + 16 * q, (__mmask16)first_bytes(n - 16 * q), pack_bytes(sum));
         }
     }
 }
 
-/* Vertical pass: 64 output bytes at a time with the accumulators in registers. */
+/* Four taps' coefficient digits packed as the byte quadruples vpdpbusd multiplies with. */
+static void tap_digits(const int32_t *k, int n, int32_t out[3]) {
+    uint32_t q[3] = {0, 0, 0};
+    for (int t = 0; t < 4 && t < n; t++) {
+        int8_t d[3];
+        digits(k[t], d);
+        for (int r = 0; r < 3; r++) q[r] |= (uint32_t)(uint8_t)d[r] << (8 * t);
+    }
+    for (int r = 0; r < 3; r++) out[r] = (int32_t)q[r];
+}
+
+/* Vertical pass, 64 output bytes at a time: four input rows are interleaved byte by byte so
+ * that each 32-bit lane holds one column's 4 taps, which three dot products with the
+ * coefficient digits sum exactly (as in the horizontal pass). Two unsigned-saturating packs
+ * restore the column order, because the interleave and the packs both work per 128-bit lane. */
 static VBMI void vpass_vbmi(const uint8_t *in, Py_ssize_t stride, int first_row, uint8_t *dst, int oh, int width,
                             const int *bounds, const int32_t *kk, int ksize) {
     for (int i = 0; i < oh; i++) {
         const int32_t *k = kk + i * ksize;
         const uint8_t *r0 = in + (Py_ssize_t)(bounds[2 * i] - first_row) * stride;
-        int n = bounds[2 * i + 1];
+        int n = bounds[2 * i + 1], groups = (n + 3) / 4;
+        int32_t dig[4][3]; /* up to 16 taps per row on this path (plan_simd's 128-byte limit is wider) */
+        const uint8_t *rows[16];
+        for (int g = 0; g < groups; g++) tap_digits(k + 4 * g, n - 4 * g, dig[g]);
+        for (int y = 0; y < 4 * groups; y++) rows[y] = r0 + (Py_ssize_t)(y < n ? y : 0) * stride; /* weight 0 */
         uint8_t *o = dst + (Py_ssize_t)i * width;
         for (int t = 0; t < width; t += 64) {
             __mmask64 m = first_bytes(width - t);
-            __m512i a0 = _mm512_set1_epi32(1 << (PRECISION_BITS - 1)), a1 = a0, a2 = a0, a3 = a0;
-            for (int y = 0; y < n; y++) {
-                __m512i v = _mm512_maskz_loadu_epi8(m, r0 + (Py_ssize_t)y * stride + t), w = _mm512_set1_epi32(k[y]);
-                a0 = _mm512_add_epi32(a0, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 0)), w));
-                a1 = _mm512_add_epi32(a1, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 1)), w));
-                a2 = _mm512_add_epi32(a2, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 2)), w));
-                a3 = _mm512_add_epi32(a3, _mm512_mullo_epi32(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, 3)), w));
+            __m512i z = _mm512_setzero_si512(), h = _mm512_set1_epi32(1 << (PRECISION_BITS - 1));
+            __m512i acc[4][3] = {{h, z, z}, {h, z, z}, {h, z, z}, {h, z, z}};
+            for (int g = 0; g < groups; g++) {
+                __m512i a = _mm512_maskz_loadu_epi8(m, rows[4 * g] + t), b = _mm512_maskz_loadu_epi8(m, rows[4 * g + 1] + t);
+                __m512i c = _mm512_maskz_loadu_epi8(m, rows[4 * g + 2] + t), d = _mm512_maskz_loadu_epi8(m, rows[4 * g + 3] + t);
+                __m512i ab_lo = _mm512_unpacklo_epi8(a, b), ab_hi = _mm512_unpackhi_epi8(a, b);
+                __m512i cd_lo = _mm512_unpacklo_epi8(c, d), cd_hi = _mm512_unpackhi_epi8(c, d);
+                __m512i col[4] = {_mm512_unpacklo_epi16(ab_lo, cd_lo), _mm512_unpackhi_epi16(ab_lo, cd_lo),
+                                  _mm512_unpacklo_epi16(ab_hi, cd_hi), _mm512_unpackhi_epi16(ab_hi, cd_hi)};
+                __m512i w0 = _mm512_set1_epi32(dig[g][0]), w1 = _mm512_set1_epi32(dig[g][1]), w2 = _mm512_set1_epi32(dig[g][2]);
+                for (int j = 0; j < 4; j++) {
+                    acc[j][0] = _mm512_dpbusd_epi32(acc[j][0], col[j], w0);
+                    acc[j][1] = _mm512_dpbusd_epi32(acc[j][1], col[j], w1);
+                    acc[j][2] = _mm512_dpbusd_epi32(acc[j][2], col[j], w2);
+                }
             }
-            Py_ssize_t left = width - t;
-            _mm_mask_storeu_epi8(o + t, (__mmask16)first_bytes(left), pack_bytes(a0));
-            _mm_mask_storeu_epi8(o + t + 16, (__mmask16)first_bytes(left - 16), pack_bytes(a1));
-            _mm_mask_storeu_epi8(o + t + 32, (__mmask16)first_bytes(left - 32), pack_bytes(a2));
-            _mm_mask_storeu_epi8(o + t + 48, (__mmask16)first_bytes(left - 48), pack_bytes(a3));
+            __m512i sum[4];
+            for (int j = 0; j < 4; j++)
+                sum[j] = _mm512_srli_epi32(
+                    _mm512_add_epi32(acc[j][0], _mm512_add_epi32(_mm512_slli_epi32(acc[j][1], 8), _mm512_slli_epi32(acc[j][2], 16))),
+                    PRECISION_BITS);
+            __m512i packed = _mm512_packus_epi16(_mm512_packus_epi32(sum[0], sum[1]), _mm512_packus_epi32(sum[2], sum[3]));
+            _mm512_mask_storeu_epi8(o + t, m, packed);
         }
     }
 }

@@ -1,6 +1,8 @@
 /*
- * top_k(scores, k) -> [(index, value), ...]: the k best entries of a C-contiguous uint8, int8 or
- * float32 buffer (any shape, read flat), best first, ties: lower index first.
+ * top_k(scores, k[, scale, zero_point]) -> [(index, value), ...]: the k best entries of a
+ * C-contiguous uint8, int8 or float32 buffer (any shape, read flat), best first, ties: lower
+ * index first. With a positive scale, integer values come back dequantized (as float32 values,
+ * like edge.adapters.dequantize); ranking the raw integers ranks the real values.
  *
  * Why C: right after an invoke the caches are cold and every numpy call costs tens of
  * microseconds (argpartition ~30 us, a comparison + flatnonzero ~20 us, measured on a 2-core
@@ -41,9 +43,10 @@
 
 static PyObject *py_top_k(PyObject *self, PyObject *args) {
     PyObject *obj;
-    int k;
+    int k, zero_point = 0;
+    double scale = 0.0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Oi", &obj, &k)) return NULL;
+    if (!PyArg_ParseTuple(args, "Oi|di", &obj, &k, &scale, &zero_point)) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     PyObject *result = NULL;
@@ -74,7 +77,9 @@ static PyObject *py_top_k(PyObject *self, PyObject *args) {
     result = PyList_New(m);
     if (!result) goto done;
     for (int j = 0; j < m; j++) {
-        PyObject *item = is_int ? Py_BuildValue("(nl)", idx[j], (long)val[j]) : Py_BuildValue("(nd)", idx[j], val[j]);
+        /* numpy's dequantization: the product in double, rounded to float32 */
+        double v = is_int && scale > 0 ? (double)(float)(scale * (val[j] - zero_point)) : val[j];
+        PyObject *item = Py_BuildValue("(nd)", idx[j], v);
         if (!item) {
             Py_CLEAR(result);
             goto done;
@@ -87,7 +92,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"top_k", py_top_k, METH_VARARGS, "top_k(scores, k): [(index, value)] best first, ties: lower index first."},
+    {"top_k", py_top_k, METH_VARARGS, "top_k(scores, k, scale=0, zero_point=0): [(index, value)] best first, ties: lower index first."},
     {NULL, NULL, 0, NULL},
 };
 

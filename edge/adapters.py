@@ -158,17 +158,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+def top_k(scores: np.ndarray, k: int, scale: float = 0.0, zero_point: int = 0) -> list[tuple[int, float]]:
     """Indices and scores of the ``k`` best classes, best first (ties: lower index first).
 
-    ``scores`` is read flat, so a ``(1, classes)`` output tensor can be passed as it is. Works on
-    float scores and on raw quantized (``uint8``/``int8``) outputs alike: ranking the raw
-    integers is ranking their dequantized values, and it saves a pass over every class.
-    Right after an invoke every numpy call costs tens of microseconds (cold caches), so the
-    compiled ``edge._topk`` does it in one call; numpy (three calls) is the fallback.
+    ``scores`` is read flat, so a ``(1, classes)`` output tensor can be passed as it is. Given
+    the output's ``scale`` and ``zero_point``, raw ``uint8``/``int8`` outputs are ranked as they
+    are (dequantization is monotonic) and only the winners are dequantized, exactly as
+    :func:`dequantize` would. Right after an invoke every numpy call costs tens of microseconds
+    (cold caches), so the compiled ``edge._topk`` does it all in one call; numpy is the fallback.
     """
     if _topk is not None and scores.dtype in _TOPK_DTYPES and k <= 64 and scores.flags.c_contiguous:
-        return [(i, float(v)) for i, v in _topk.top_k(scores, k)]
+        return _topk.top_k(scores, k, scale, zero_point)
     scores = scores.reshape(-1)
     n = scores.size
     k = max(1, min(k, n))
@@ -178,4 +178,7 @@ def top_k(scores: np.ndarray, k: int) -> list[tuple[int, float]]:
     best = [(v, i) for v, i in zip(values, part.tolist(), strict=True) if v > kth]
     ties = np.flatnonzero(scores == kth)[: k - len(best)].tolist()  # lowest indices among equals
     best.sort(key=lambda vi: (-vi[0], vi[1]))
-    return [(i, float(v)) for v, i in best] + [(i, float(kth)) for i in ties]
+    picked = [(i, v) for v, i in best] + [(i, kth) for i in ties]
+    if scale > 0 and scores.dtype.kind in "iu":
+        return [(i, float(np.float32(scale * (v - zero_point)))) for i, v in picked]
+    return [(i, float(v)) for i, v in picked]

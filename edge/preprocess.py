@@ -156,6 +156,7 @@ class Preprocessor:
         self.scale, self.zero_point = float(scale), int(zero_point)
         h, w = spec.height, spec.width
         self.buffer = np.zeros((1, h, w, 3), np.dtype(dtype))
+        self._pixels = self.buffer[0]  # the same memory, as (h, w, 3)
         self._resized = np.empty((h, w, 3), np.uint8)
         self._ordered = np.empty((h, w, 3), np.uint8)
         a, b = input_affine(spec, dtype, self.scale, self.zero_point)
@@ -194,9 +195,12 @@ class Preprocessor:
         return self._resize_into(image, order, self._resized)
 
     def _resize_into(self, image: np.ndarray, order: ColorOrder, out: np.ndarray) -> np.ndarray:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        # Plain attribute checks: this runs per frame with cold caches, where a numpy dtype
+        # comparison alone costs microseconds.
+        shape = image.shape
+        if len(shape) != 3 or shape[2] != 3 or image.dtype.char != "B":
             raise ImageError(f"expected an HxWx3 uint8 image, got shape {image.shape} dtype {image.dtype}")
-        size = image.shape[:2]
+        size = shape[:2]
         box = self._boxes.get(size)
         if box is None:
             if len(self._boxes) > 64:  # a folder of photos of every size: keep the cache small
@@ -213,7 +217,7 @@ class Preprocessor:
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """Map ``uint8`` pixels in model order to the model's input dtype, into ``buffer``."""
-        out = self.buffer[0]
+        out = self._pixels
         if self.mode == "copy":
             np.copyto(out, pixels)
         elif self.mode == "xor":  # q = x - 128 for int8, exactly, without a float round trip
@@ -224,7 +228,7 @@ class Preprocessor:
 
     def _run(self, image: np.ndarray, order: ColorOrder) -> np.ndarray:
         if self.mode == "copy":  # the model takes raw pixels: resize straight into its buffer
-            self._resize_into(image, order, self.buffer[0])
+            self._resize_into(image, order, self._pixels)
             return self.buffer
         return self.normalize(self._resize_into(image, order, self._resized))
 

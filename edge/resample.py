@@ -45,7 +45,10 @@ def resize_antialias(
     """
     y0, y1, x0, x1 = box
     if _resample is not None:
-        _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap)
+        try:
+            _resample.resize(image, y0, y1, x0, x1, out, swap)
+        except ValueError:  # a strided view (a frame slice): one contiguous copy, then resize
+            _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap)
         return out
     from PIL import Image
 

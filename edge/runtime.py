@@ -175,9 +175,7 @@ class Classifier:
         if self.output_kind == "logits" or scale <= 0:
             return self.predictions(self.output_scores(), k)
         raw = self.interpreter.get_tensor(self._out)  # (1, classes): top_k reads it flat
-        return [
-            Prediction(self.labels[i], i, float(np.float32(scale * (int(q) - zero_point)))) for i, q in top_k(raw, k)
-        ]
+        return [Prediction(self.labels[i], i, score) for i, score in top_k(raw, k, scale, zero_point)]
 
     def classify_bgr(self, frame: np.ndarray, k: int = 5) -> list[Prediction]:
         """Top-``k`` for an OpenCV BGR frame: the agent's hot path."""

@@ -51,6 +51,13 @@ def test_top_k_compiled_and_numpy_agree_with_a_full_sort(dtype, monkeypatch):
             monkeypatch.undo()
             assert [i for i, _ in compiled] == want == [i for i, _ in fallback]
             assert compiled == fallback and all(v == float(scores[i]) for i, v in compiled)
+            if scores.dtype != np.float32:  # ranked raw, the winners dequantized as dequantize() does
+                real = dequantize(scores, 0.00390625 * 1.3, 7)
+                expected = [(i, float(real[i])) for i in want]
+                assert top_k(scores, k, 0.00390625 * 1.3, 7) == expected
+                monkeypatch.setattr(adapters, "_topk", None)
+                assert top_k(scores, k, 0.00390625 * 1.3, 7) == expected
+                monkeypatch.undo()
     assert top_k(np.array([[0.2, 0.7, 0.1]], np.float32), 2) == top_k(np.array([0.2, 0.7, 0.1], np.float32), 2)
 
 
