@@ -31,7 +31,11 @@ def backend() -> str:
 
 
 def kernel() -> str:
-    """Which resize code runs here: ``avx512vbmi``, ``generic`` (portable C) or ``pillow``."""
+    """Which resize code runs on this CPU: ``avx512vbmi``, ``generic`` (portable C) or ``pillow``.
+
+    Downscales by more than ~14x (support wider than the SIMD kernel's 128-byte window) take the
+    portable C path even where the SIMD kernel exists.
+    """
     return _resample.kernel() if _resample is not None else "pillow"
 
 
@@ -47,7 +51,7 @@ def resize_antialias(
     if _resample is not None:
         try:
             _resample.resize(image, y0, y1, x0, x1, out, swap)
-        except ValueError:  # a strided view (a frame slice): one contiguous copy, then resize
+        except (ValueError, BufferError):  # a strided view (a frame slice): copy once, then resize
             _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap)
         return out
     from PIL import Image

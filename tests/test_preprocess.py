@@ -130,6 +130,16 @@ def test_antialias_resize_matches_pillow_exactly(shape):
         np.testing.assert_array_equal(out, want[..., ::-1] if swap else want)
 
 
+def test_strided_frames_are_resized_like_contiguous_ones():
+    img = np.random.default_rng(11).integers(0, 256, (240, 640, 3), dtype=np.uint8)
+    view = img[:, ::2]  # e.g. a decimated camera frame: not C-contiguous
+    raw = spec(height=64, width=64, interpolation="bilinear_antialias", mean=(0.0,) * 3, std=(1.0,) * 3)
+    pre = Preprocessor(raw, "uint8", 1.0, 0)
+    assert pre.mode == "copy"  # resized straight into the input buffer, channels swapped on the way
+    want = pre.from_bgr(np.ascontiguousarray(view)).copy()
+    np.testing.assert_array_equal(pre.from_bgr(view), want)
+
+
 def test_resize_kernel_is_reported():
     assert resample.kernel() in {"avx512vbmi", "generic"}
 
