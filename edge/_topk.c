@@ -1,6 +1,6 @@
 /*
  * top_k(scores, k[, scale, zero_point]) -> [(index, value), ...]: the k best entries of a
- * C-contiguous uint8, int8 or float32 buffer (any shape, read flat), best first, ties: lower
+ * C-contiguous uint8, int8, float32 or float64 buffer (any shape, read flat), best first, ties: lower
  * index first. With a positive scale, integer values come back dequantized (as float32 values,
  * like edge.adapters.dequantize); ranking the raw integers ranks the real values.
  *
@@ -70,6 +70,7 @@ static PyObject *py_top_k(PyObject *self, PyObject *args) {
     if (strcmp(fmt, "B") == 0 && view.itemsize == 1) SCAN(uint8_t, GT_INT);
     else if (strcmp(fmt, "b") == 0 && view.itemsize == 1) SCAN(int8_t, GT_INT);
     else if (strcmp(fmt, "f") == 0 && view.itemsize == 4) { SCAN(float, GT_FLOAT); is_int = 0; }
+    else if (strcmp(fmt, "d") == 0 && view.itemsize == 8) { SCAN(double, GT_FLOAT); is_int = 0; }
     else {
         PyErr_Format(PyExc_TypeError, "top_k: unsupported dtype format %s", fmt);
         goto done;

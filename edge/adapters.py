@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover - exercised on devices without a compiler
     _topk = None
 
-_TOPK_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32))
+_TOPK_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32), np.dtype(np.float64))
 
 _DTYPE_NAMES = {np.float32: "float32", np.uint8: "uint8", np.int8: "int8", np.float16: "float16", np.int16: "int16"}
 _PASS_THROUGH_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE"}
