@@ -93,8 +93,12 @@ def main() -> None:
             try:
                 key = f"{threads}t/{interpolation}/{impl}"
                 kernel = resample.kernel() if interpolation == "bilinear_antialias" else "opencv"
-                facts = {"threads": threads, "interpolation": interpolation, "resize_impl": impl}
-                facts["resize_kernel"] = kernel
+                facts = {
+                    "threads": threads,
+                    "interpolation": interpolation,
+                    "resize_impl": impl,
+                    "resize_kernel": kernel,
+                }
                 results[key] = facts | measure(clf, frame, args.runs, args.warmup, key)
             finally:
                 resample._resample = saved

@@ -172,7 +172,7 @@ static void plan_free(Plan *p) {
 #include <immintrin.h>
 #endif
 
-static int use_simd = -1; /* -1: not probed yet; 0: generic path; 1: AVX-512 VBMI path */
+static int use_simd; /* probed once at import: 0 generic path, 1 AVX-512 VBMI + VNNI path */
 
 static int simd_supported(void) {
 #ifdef HAVE_VBMI_PATH
@@ -257,7 +257,6 @@ static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
         plan_free(p);
         return NULL;
     }
-    if (use_simd < 0) use_simd = simd_supported();
     if (use_simd && p->yks <= 16 && plan_simd(p) < 0) {
         plan_free(p);
         return NULL;
@@ -271,6 +270,11 @@ static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
 /* clip8 of non-negative sums (bilinear weights are >= 0): > 255 -> 255 by unsigned saturation. */
 static inline VBMI __m128i pack_bytes(__m512i acc) {
     return _mm512_cvtusepi32_epi8(_mm512_srli_epi32(acc, PRECISION_BITS));
+}
+
+/* Pillow's int32 sum from the three digit accumulators: acc0 + acc1 * 2^8 + acc2 * 2^16. */
+static inline VBMI __m512i undigit(__m512i a0, __m512i a1, __m512i a2) {
+    return _mm512_add_epi32(a0, _mm512_add_epi32(_mm512_slli_epi32(a1, 8), _mm512_slli_epi32(a2, 16)));
 }
 
 static inline VBMI __mmask64 first_bytes(Py_ssize_t n) {
@@ -302,8 +306,7 @@ static VBMI void hpass_row_vbmi(const Plan *p, const uint8_t *row, uint8_t *out)
         uint8_t *o = out + (Py_ssize_t)b[0] * 3;
         Py_ssize_t n = (Py_ssize_t)b[1] * 3;
         for (int q = 0; q < 3; q++) {
-            __m512i sum = _mm512_add_epi32(acc[q][0], _mm512_add_epi32(_mm512_slli_epi32(acc[q][1], 8),
-                                                                       _mm512_slli_epi32(acc[q][2], 16)));
+            __m512i sum = undigit(acc[q][0], acc[q][1], acc[q][2]);
             _mm_mask_storeu_epi8(o + 16 * q, (__mmask16)first_bytes(n - 16 * q), pack_bytes(sum));
         }
     }
@@ -355,9 +358,7 @@ static VBMI void vpass_vbmi(const uint8_t *in, Py_ssize_t stride, int first_row,
             }
             __m512i sum[4];
             for (int j = 0; j < 4; j++)
-                sum[j] = _mm512_srli_epi32(
-                    _mm512_add_epi32(acc[j][0], _mm512_add_epi32(_mm512_slli_epi32(acc[j][1], 8), _mm512_slli_epi32(acc[j][2], 16))),
-                    PRECISION_BITS);
+                sum[j] = _mm512_srli_epi32(undigit(acc[j][0], acc[j][1], acc[j][2]), PRECISION_BITS);
             __m512i packed = _mm512_packus_epi16(_mm512_packus_epi32(sum[0], sum[1]), _mm512_packus_epi32(sum[2], sum[3]));
             _mm512_mask_storeu_epi8(o + t, m, packed);
         }
@@ -447,7 +448,6 @@ done:
 
 static PyObject *py_kernel(PyObject *self, PyObject *unused) {
     (void)self; (void)unused;
-    if (use_simd < 0) use_simd = simd_supported();
     return PyUnicode_FromString(use_simd ? "avx512vbmi" : "generic");
 }
 
@@ -462,4 +462,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_resample", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__resample(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__resample(void) {
+    use_simd = simd_supported();
+    return PyModule_Create(&module);
+}
