@@ -98,20 +98,25 @@ def calibrate_batchnorm(model: Any, images: np.ndarray) -> None:
     log.info("random weights: BatchNorm statistics set from %d training images", len(images))
 
 
-def build(backbone: Backbone, size: int, weights: str) -> Any:
-    """Create the headless backbone with weights ``imagenet`` (Keras cache), a file path, or ``none``."""
+def build(backbone: Backbone, size: int | tuple[int, int], weights: str) -> Any:
+    """Create the headless backbone with weights ``imagenet`` (Keras cache), a file path, or ``none``.
+
+    ``size`` is a square side or ``(height, width)`` (the facing detector takes 4:3 frames).
+    """
     import keras
 
-    if size < backbone.min_size:
+    height, width = (size, size) if isinstance(size, int) else size
+    if min(height, width) < backbone.min_size:
         raise ShelfscanError(f"{backbone.name} needs an input size of at least {backbone.min_size}, got {size}")
+    shape = (height, width, 3)
     ctor = getattr(keras.applications, backbone.app)
     if weights == "none":
         log.warning("*** --weights none: %s starts from RANDOM weights; expect poor accuracy ***", backbone.name)
-        return ctor(include_top=False, weights=None, input_shape=(size, size, 3))
+        return ctor(include_top=False, weights=None, input_shape=shape)
     if weights == "imagenet":
         cached = keras_cache_dir() / backbone.imagenet_file
         try:
-            return ctor(include_top=False, weights="imagenet", input_shape=(size, size, 3))
+            return ctor(include_top=False, weights="imagenet", input_shape=shape)
         except Exception as exc:  # network errors surface as several exception types
             raise ShelfscanError(
                 f"cannot get ImageNet weights for {backbone.name} ({type(exc).__name__}: {str(exc)[:120]}); "
@@ -121,7 +126,7 @@ def build(backbone: Backbone, size: int, weights: str) -> Any:
     path = Path(weights)
     if not path.is_file():
         raise ShelfscanError(f"--weights {weights}: file not found (use imagenet, none, or a .h5/.weights.h5 path)")
-    model = ctor(include_top=False, weights=None, input_shape=(size, size, 3))
+    model = ctor(include_top=False, weights=None, input_shape=shape)
     try:
         model.load_weights(str(path))
     except Exception as exc:

@@ -58,10 +58,10 @@ def confusion_png(cm: list[list[int]], classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def curves_png(history: dict[str, list[float]], path: Path) -> None:
+def curves_png(history: dict[str, list[float]], path: Path, metrics: tuple[str, str] = ("loss", "accuracy")) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    for ax, metric in zip(axes, metrics, strict=True):
         for prefix, phase in (("", "head"), ("ft_", "fine-tune")):
             for split in ("", "val_"):
                 key = f"{prefix}{split}{metric}"
@@ -77,7 +77,8 @@ def curves_png(history: dict[str, list[float]], path: Path) -> None:
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{path.stem}" src="data:image/png;base64,{data}">'
+    mime = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    return f'<img alt="{path.stem}" src="data:image/{mime};base64,{data}">'
 
 
 def write_html(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any], warnings: list[str]) -> Path:
@@ -113,6 +114,31 @@ input {config.get("input_size")} px, run {e(run_dir.name)}</p>
 <h2>Per class (val)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>
 {per_class}</table>
 <h2>Class distribution</h2>{_img(run_dir / "class_distribution.png")}
+<h2>Configuration</h2><pre>{e(json.dumps(config, indent=2))}</pre>
+</body></html>"""
+    path = run_dir / "report.html"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def write_detector_html(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any], figures: list[str]) -> Path:
+    """The detector run's report: AP, count error, curves and example frames with boxes."""
+    e = html.escape
+    m = metrics["val"]
+    examples = "".join(_img(run_dir / name) for name in figures)
+    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>shelfscan detector report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:49%;margin:2px}}</style></head><body>
+<h1>shelfscan facing detector report</h1>
+<p>backbone <b>mobilenet_v2</b>, weights <b>{e(str(config.get("weights")))}</b>, input
+{config["height"]}x{config["width"]} px, run {e(run_dir.name)}</p>
+<h2>Detection (val: shelves composed from val photos only)</h2>
+<table><tr><th>images</th><th>facings</th><th>AP50</th><th>AP50:95</th><th>mean |count error| per image</th></tr>
+<tr><td>{m["images"]}</td><td>{m["truth_boxes"]}</td><td>{m["ap50"]:.4f}</td><td>{m["ap50_95"]:.4f}</td>
+<td>{m["count_mae"]:.3f}</td></tr></table>
+<h2>Example frames</h2><p>truth thin green, detections red with scores</p>{examples}
+<h2>Training curves</h2>{_img(run_dir / "training_curves.png")}
 <h2>Configuration</h2><pre>{e(json.dumps(config, indent=2))}</pre>
 </body></html>"""
     path = run_dir / "report.html"
