@@ -53,8 +53,8 @@ def build_neck(channels: tuple[int, int], width: int = 96) -> Any:
     x = layers.Add(name="merge")([x8, layers.UpSampling2D(2, name="up")(x16)])
     x = sep(sep(x, "c8a"), "c8b")
     heat = sep(x, "heat_c")
-    heat = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap",
-                         bias_initializer=keras.initializers.Constant(float(np.log(HEAT_PRIOR / (1 - HEAT_PRIOR)))))(heat)  # fmt: skip
+    prior = keras.initializers.Constant(float(np.log(HEAT_PRIOR / (1 - HEAT_PRIOR))))
+    heat = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap", bias_initializer=prior)(heat)
     box = sep(x, "box_c")
     box = layers.Conv2D(4, 1, activation="relu", name="boxes",
                         bias_initializer=keras.initializers.Constant(2.0))(box)  # fmt: skip
@@ -103,29 +103,29 @@ def targets(boxes: np.ndarray, grid_h: int, grid_w: int, stride: int = STRIDE) -
 
 def focal_loss(y_true: Any, y_pred: Any) -> Any:
     """CenterNet's penalty-reduced focal loss, normalised by the number of facings."""
-    import keras.ops as K
+    from keras import ops
 
-    p = K.clip(y_pred, 1e-4, 1 - 1e-4)
-    pos = K.cast(y_true >= 0.999, "float32")
-    pos_loss = -K.log(p) * (1 - p) ** 2 * pos
-    neg_loss = -K.log(1 - p) * p**2 * (1 - y_true) ** 4 * (1 - pos)
-    n = K.maximum(K.sum(pos), 1.0)
-    return (K.sum(pos_loss) + K.sum(neg_loss)) / n
+    p = ops.clip(y_pred, 1e-4, 1 - 1e-4)
+    pos = ops.cast(y_true >= 0.999, "float32")
+    pos_loss = -ops.log(p) * (1 - p) ** 2 * pos
+    neg_loss = -ops.log(1 - p) * p**2 * (1 - y_true) ** 4 * (1 - pos)
+    n = ops.maximum(ops.sum(pos), 1.0)
+    return (ops.sum(pos_loss) + ops.sum(neg_loss)) / n
 
 
 def giou_loss(y_true: Any, y_pred: Any) -> Any:
     """1 - GIoU between true and predicted boxes (both as distances from the cell centre), weighted."""
-    import keras.ops as K
+    from keras import ops
 
     t, w = y_true[..., :4], y_true[..., 4]
     area_t = (t[..., 0] + t[..., 2]) * (t[..., 1] + t[..., 3])
     area_p = (y_pred[..., 0] + y_pred[..., 2]) * (y_pred[..., 1] + y_pred[..., 3])
-    iw = K.minimum(t[..., 0], y_pred[..., 0]) + K.minimum(t[..., 2], y_pred[..., 2])
-    ih = K.minimum(t[..., 1], y_pred[..., 1]) + K.minimum(t[..., 3], y_pred[..., 3])
+    iw = ops.minimum(t[..., 0], y_pred[..., 0]) + ops.minimum(t[..., 2], y_pred[..., 2])
+    ih = ops.minimum(t[..., 1], y_pred[..., 1]) + ops.minimum(t[..., 3], y_pred[..., 3])
     inter = iw * ih
     union = area_t + area_p - inter + 1e-6
-    ew = K.maximum(t[..., 0], y_pred[..., 0]) + K.maximum(t[..., 2], y_pred[..., 2])
-    eh = K.maximum(t[..., 1], y_pred[..., 1]) + K.maximum(t[..., 3], y_pred[..., 3])
+    ew = ops.maximum(t[..., 0], y_pred[..., 0]) + ops.maximum(t[..., 2], y_pred[..., 2])
+    eh = ops.maximum(t[..., 1], y_pred[..., 1]) + ops.maximum(t[..., 3], y_pred[..., 3])
     enclose = ew * eh + 1e-6
     giou = inter / union - (enclose - union) / enclose
-    return K.sum((1 - giou) * w) / K.maximum(K.sum(w), 1.0)
+    return ops.sum((1 - giou) * w) / ops.maximum(ops.sum(w), 1.0)

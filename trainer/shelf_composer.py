@@ -17,6 +17,7 @@ Everything is deterministic by ``(seed, index)``.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -268,7 +269,7 @@ def row_gaps(facings: list[Facing], row: int, top: float, floor: float, share: f
         return []
     ordered = sorted(facings, key=lambda f: f.box[0])
     median = float(np.median([f.box[2] - f.box[0] for f in ordered]))
-    return [Gap((a.box[2], top, b.box[0], floor), row) for a, b in zip(ordered, ordered[1:], strict=False)
+    return [Gap((a.box[2], top, b.box[0], floor), row) for a, b in itertools.pairwise(ordered)
             if b.box[0] - a.box[2] > share * median]  # fmt: skip
 
 
