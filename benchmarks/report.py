@@ -43,7 +43,8 @@ def write_report(name: str, title: str, results: dict[str, Any], markdown_body: 
     doc = {"benchmark": name, "date": machine["date"], "command": command, "machine": machine, "results": results}
     (OUT / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     machine_line = (
-        f"{machine.get('cpu')} ({machine.get('cores_available')} cores available), "
+        f"{machine.get('cpu')} ({machine.get('cores_available')} cores available; CPU features: "
+        f"{machine.get('cpu_features')}), "
         f"{machine.get('memory_gib')} GiB, {machine.get('os')}, Python {machine.get('python')}"
     )
     header = f"# {title}\n\n- date: {machine['date']}\n- machine: {machine_line}\n- command: `{command}`\n"

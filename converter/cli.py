@@ -20,17 +20,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shelfscan-convert",
         description="Convert a shelfscan-train run to TFLite bundles, evaluate each through the edge runtime, "
-        "and fail when a variant loses more than --max-drop top-1 points against the Keras model.",
+        "and fail when a variant loses more than --max-drop top-1 (detectors: AP50) points against the Keras model.",
     )
     p.add_argument("run_dir", nargs="?", help="shelfscan-train run directory (model.keras, labels.txt, ...)")
     p.add_argument("--out", help="directory for the bundles and comparison.{md,json}")
     p.add_argument("--variants", default="fp32,fp16,dynamic,int8",
                    help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw,int8-pt")  # fmt: skip
     p.add_argument("--io", choices=["uint8", "int8", "float32"], default="uint8", help="int8 variant input/output type")
-    p.add_argument("--calibration", help="images for int8 calibration (default: the run's training images)")
+    p.add_argument("--calibration", help="images for int8 calibration (default: the run's training images; "
+                   "detectors: shelves composed from them)")  # fmt: skip
     p.add_argument("--calibration-count", type=int, default=300)
-    p.add_argument("--eval", help="folder-per-class images to evaluate every variant on (e.g. the val split)")
-    p.add_argument("--max-drop", type=float, default=1.0, help="allowed top-1 drop in points vs Keras (default 1.0)")
+    p.add_argument("--eval", help="folder-per-class images to evaluate every variant on (e.g. the val split); "
+                   "detectors: a composed set with shelves.json")  # fmt: skip
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="allowed drop in points vs Keras: top-1, or AP50 for detectors (default 1.0)")  # fmt: skip
     p.add_argument("--name", help="bundle name (default: the run directory's name)")
     p.add_argument("--version", default=datetime.now(UTC).strftime("%Y.%m.%d-%H%M"), help="bundle version")
     p.add_argument("--sign-key", help="ed25519 private key (PEM) to sign every bundle with")
@@ -67,6 +70,7 @@ def keras_reference(run: Any, eval_dir: Path) -> tuple[dict[str, int], dict[str,
 
 
 def convert(args: argparse.Namespace) -> int:
+    from converter import detect
     from converter.calibration import pick_images, representative_dataset
     from converter.compare import evaluate_variant, gate, markdown_table
     from converter.source import load_run
@@ -79,42 +83,63 @@ def convert(args: argparse.Namespace) -> int:
         raise ShelfscanError("need RUN_DIR and --out DIR")
     variants = parse_variants(args.variants)
     run = load_run(args.run_dir)
+    detector = run.task == "detect"
     out = Path(args.out)
     name = args.name or run.root.name
     data = None
     if any(v.calibrated for v in variants):
-        calib = Path(args.calibration) if args.calibration else default_calibration(run)
-        if calib is None:
-            raise ShelfscanError("int8 needs calibration images: pass --calibration DIR")
-        data = representative_dataset(pick_images(calib, args.calibration_count), run.spec)
+        if detector:
+            folder = Path(args.calibration) if args.calibration else None
+            data = detect.representative(detect.calibration_frames(run, folder, args.calibration_count), run.spec)
+        else:
+            calib = Path(args.calibration) if args.calibration else default_calibration(run)
+            if calib is None:
+                raise ShelfscanError("int8 needs calibration images: pass --calibration DIR")
+            data = representative_dataset(pick_images(calib, args.calibration_count), run.spec)
     eval_dir = Path(args.eval) if args.eval else None
-    keras_top1, keras = keras_reference(run, eval_dir) if eval_dir else ({}, None)
+    eval_set = detect.read_eval_set(eval_dir) if detector and eval_dir else None
+    if detector:
+        keras_top1, keras = {}, (detect.keras_reference(run, *eval_set) if eval_set else None)
+    else:
+        keras_top1, keras = keras_reference(run, eval_dir) if eval_dir else ({}, None)
     rows: dict[str, dict[str, Any]] = {}
-    training = {k: run.config.get(k) for k in ("backbone", "weights", "weights_id", "input_size", "seed", "data")}
+    training = {
+        k: run.config.get(k) for k in ("task", "backbone", "weights", "weights_id", "input_size", "seed", "data")
+    }
+    task_fields: dict[str, Any] = {"task": "detect", "detection": run.config["detection"]} if detector else {}
     for v in variants:
         flatbuffer, seconds = export(v, run.model, data, args.io)
         dest = out / f"{name}-{v.name}"
-        trainer_val = {k: run.metrics.get("val", {}).get(k) for k in ("top1", "top5")}
+        trainer_val = {k: run.metrics.get("val", {}).get(k) for k in ("top1", "top5", "ap50", "ap50_95")}
         prov = {"source_model_sha256": run.model_sha256, "training": training, "metrics": {"trainer_val": trainer_val}}
         write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
-                     variant=v.name, provenance=prov, overwrite=True)  # fmt: skip
-        evaluation = evaluate_variant(dest, eval_dir, keras_top1, args.bench_runs)
+                     variant=v.name, provenance=prov, overwrite=True, **task_fields)  # fmt: skip
+        if detector:
+            evaluation = detect.evaluate_detector_variant(dest, eval_set, args.bench_runs)
+        else:
+            evaluation = evaluate_variant(dest, eval_dir, keras_top1, args.bench_runs)
         rows[v.name] = {"export_s": round(seconds, 1), **evaluation}
         prov["metrics"] |= {"edge_eval": rows[v.name], "keras_eval": keras}
         write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
-                     variant=v.name, provenance=prov, overwrite=True)  # fmt: skip
+                     variant=v.name, provenance=prov, overwrite=True, **task_fields)  # fmt: skip
         if args.sign_key:
             log.info("signed %s with key %s", dest, sign_bundle(dest, args.sign_key))
-    failed = gate(rows, keras["top1"] if keras else None, args.max_drop)
-    doc = {"run_dir": str(run.root), "converter_version": __version__, "keras": keras, "variants": rows,
-           "max_drop_points": args.max_drop, "gate_failed": failed}  # fmt: skip
+    metric = "AP50" if detector else "top-1"
+    if detector:
+        failed = detect.gate(rows, keras["ap50"] if keras else None, args.max_drop)
+        table = detect.markdown_table(rows, keras)
+    else:
+        failed = gate(rows, keras["top1"] if keras else None, args.max_drop)
+        table = markdown_table(rows, keras)
+    doc = {"run_dir": str(run.root), "task": run.task, "converter_version": __version__, "keras": keras,
+           "variants": rows, "gate_metric": metric, "max_drop_points": args.max_drop,
+           "gate_failed": failed}  # fmt: skip
     (out / "comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
-    table = markdown_table(rows, keras)
     (out / "comparison.md").write_text(f"# {name}: TFLite variants\n\n{table}\n")
     print(json.dumps(doc, indent=2) if args.json else table)
     if failed:
         print(f"shelfscan-convert: accuracy gate failed: {', '.join(failed)} lost more than {args.max_drop} "
-              "top-1 points against the Keras model", file=sys.stderr)  # fmt: skip
+              f"{metric} points against the Keras model", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,19 @@ from edge.evaluate import evaluate_tree
 from edge.runtime import Classifier
 
 
-def invoke_latency_ms(bundle: Path, threads: int, runs: int = 30) -> float:
-    clf = Classifier.from_bundle(bundle, threads)
-    clf.preprocessor.from_bgr(np.full((clf.bundle.spec.height, clf.bundle.spec.width, 3), 128, np.uint8))
-    clf.run_model()
+def invoke_latency_ms(
+    bundle: Path, threads: int, runs: int = 30, opener: Callable[..., Any] = Classifier.from_bundle
+) -> float:
+    """Median ``invoke()`` time of the bundle's model (a classifier, or whatever ``opener`` opens)."""
+    model = opener(bundle, threads)
+    model.preprocessor.from_bgr(np.full((model.bundle.spec.height, model.bundle.spec.width, 3), 128, np.uint8))
+    model.run_model()
     for _ in range(3):
-        clf.interpreter.invoke()
+        model.interpreter.invoke()
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        clf.interpreter.invoke()
+        model.interpreter.invoke()
         times.append(time.perf_counter() - t0)
     return round(1e3 * statistics.median(times), 3)
 

@@ -24,8 +24,18 @@ class TrainedRun:
     model_sha256: str
 
     @property
+    def task(self) -> str:
+        """classify, or detect for a facing-detector run (``shelfscan-train --task detect``)."""
+        return str(self.config.get("task", "classify"))
+
+    @property
     def backbone(self) -> str:
         return str(self.config.get("backbone", "unknown"))
+
+
+def read_json(root: Path, name: str) -> dict[str, Any]:
+    p = root / name
+    return json.loads(p.read_text()) if p.is_file() else {}
 
 
 def load_run(run_dir: str | Path) -> TrainedRun:
@@ -41,13 +51,18 @@ def load_run(run_dir: str | Path) -> TrainedRun:
         if not (root / name).is_file():
             raise ShelfscanError(f"{root}: missing {name}")
     try:
-        model = keras.models.load_model(path)
+        model = keras.models.load_model(path, compile=False)  # the converter needs the graph, not the losses
     except Exception as exc:
         raise ShelfscanError(f"{path}: corrupt or unreadable Keras model ({str(exc).splitlines()[0][:160]})") from None
     labels = read_labels(root / "labels.txt")
-    outputs = int(model.output_shape[-1])
-    if outputs != len(labels):
-        raise ShelfscanError(f"{root}: labels.txt has {len(labels)} labels but model.keras outputs {outputs} classes")
+    config = read_json(root, "config.json")
+    if config.get("task", "classify") == "detect":
+        if len(model.outputs) != 2 or "detection" not in config:
+            raise ShelfscanError(f"{root}: config.json says task detect but model.keras is not a facing detector")
+    elif int(model.output_shape[-1]) != len(labels):
+        raise ShelfscanError(
+            f"{root}: labels.txt has {len(labels)} labels but model.keras outputs {int(model.output_shape[-1])} classes"
+        )
     try:
         spec = PreprocessSpec.model_validate_json((root / "preprocessing.json").read_text())
     except ValueError as exc:
@@ -57,9 +72,5 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             f"{root}: model input {model.input_shape[1:3]} != preprocessing {spec.height}x{spec.width}"
         )
 
-    def read_json(name: str) -> dict[str, Any]:
-        p = root / name
-        return json.loads(p.read_text()) if p.is_file() else {}
-
-    return TrainedRun(root, model, labels, spec, read_json("config.json"), read_json("metrics.json"),
+    return TrainedRun(root, model, labels, spec, config, read_json(root, "metrics.json"),
                       hashlib.sha256(path.read_bytes()).hexdigest())  # fmt: skip

@@ -47,6 +47,16 @@ class ModelIO:
 
 
 @dataclass(frozen=True)
+class DetectorIO:
+    """A detector's tensors: its outputs by role (``heatmap``, ``boxes``, ...), never by position."""
+
+    input: TensorInfo
+    format: str  # "centernet" or "tflite_postprocess"
+    outputs: dict[str, TensorInfo]
+    stride: int | None = None  # centernet: input pixels per heatmap cell
+
+
+@dataclass(frozen=True)
 class DelegateSummary:
     """How much of the graph a delegate (XNNPACK on CPU) took over."""
 
@@ -77,12 +87,92 @@ def tensor_info(details: dict[str, Any]) -> TensorInfo:
 
 
 def describe_io(interpreter: Any) -> ModelIO:
-    """Describe a single-input, single-output classifier; anything else is rejected."""
+    """Describe a single-input, single-output classifier; anything else is rejected.
+
+    Detectors have several outputs and their own :func:`describe_detector_io`.
+    """
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(f"expected a classifier with 1 input and 1 output, found {len(inputs)} and {len(outputs)}")
     out = tensor_info(outputs[0])
     return ModelIO(tensor_info(inputs[0]), out, output_kind(interpreter, out.index))
+
+
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+POSTPROCESS_ROLES = ("boxes", "classes", "scores", "count")  # the op's own output order
+_NOT_A_DETECTOR = (
+    "not a detector: expected the centernet outputs (heatmap (1, h, w, 1) and boxes (1, h, w, 4)) or the 4 TFLite "
+    "detection post-processing outputs (boxes (1, N, 4), classes (1, N), scores (1, N), count (1,)); found {}"
+)
+
+
+def describe_detector_io(interpreter: Any) -> DetectorIO:
+    """Describe a detector, identifying each output by its shape; anything else is a ``ValueError``.
+
+    Two outputs ``(1, h, w, 1)`` and ``(1, h, w, 4)`` are the centernet heatmap and boxes (the
+    stride is the input size over ``h, w``). Four outputs ``(1, N, 4)``, ``(1, N)``, ``(1, N)``,
+    ``(1,)`` are TFLite's detection post-processing: see :func:`postprocess_roles` for how the
+    two ``(1, N)`` outputs are told apart.
+    """
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1:
+        raise ValueError(f"expected a detector with 1 input, found {len(inputs)}")
+    image = tensor_info(inputs[0])
+    infos = [tensor_info(d) for d in outputs]
+    found = ", ".join(str(list(o.shape)) for o in infos) or "no outputs"
+    if len(infos) == 2 and all(len(o.shape) == 4 for o in infos):
+        by_channels = {o.shape[3]: o for o in infos}
+        heatmap, boxes = by_channels.get(1), by_channels.get(4)
+        if heatmap and boxes and heatmap.shape[:3] == boxes.shape[:3] and heatmap.shape[0] == 1:
+            return DetectorIO(image, "centernet", {"heatmap": heatmap, "boxes": boxes}, _stride(image, heatmap))
+    if len(infos) == 4:
+        roles = postprocess_roles(interpreter, outputs)
+        if roles is not None:
+            return DetectorIO(image, "tflite_postprocess", {role: infos[i] for role, i in roles.items()})
+    raise ValueError(_NOT_A_DETECTOR.format(found))
+
+
+def _stride(image: TensorInfo, heatmap: TensorInfo) -> int:
+    if len(image.shape) != 4:
+        raise ValueError(f"input shape {list(image.shape)} is not an NHWC image")
+    (height, width), (rows, cols) = image.shape[1:3], heatmap.shape[1:3]
+    if rows == 0 or cols == 0 or height % rows or width % cols or height // rows != width // cols:
+        raise ValueError(f"heatmap {rows}x{cols} is not the input {height}x{width} divided by one integer stride")
+    return height // rows
+
+
+def postprocess_roles(interpreter: Any, outputs: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Positions in ``outputs`` of boxes, classes, scores and count, or ``None`` if the shapes do not fit.
+
+    Boxes ``(1, N, 4)`` and count ``(1,)`` are told by shape. Classes and scores share the shape
+    ``(1, N)``, and exports list them in different orders (EfficientDet-Lite: scores, boxes,
+    count, classes), so they are told by which output of the ``TFLite_Detection_PostProcess``
+    op produces them; a model without that op (rebuilt from other ops) by tensor names
+    containing ``class`` / ``score``; failing both, by the op's order (classes first).
+    """
+    shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
+    boxes = [i for i, s in enumerate(shapes) if len(s) == 3 and s[0] == 1 and s[2] == 4]
+    count = [i for i, s in enumerate(shapes) if s in ((1,), (1, 1))]
+    if len(boxes) != 1 or len(count) != 1:
+        return None
+    n = shapes[boxes[0]][1]
+    pair = [i for i, s in enumerate(shapes) if s == (1, n)]
+    if len(pair) != 2:
+        return None
+    roles = {"boxes": boxes[0], "count": count[0]}
+    position = {int(t): k for op in _original_ops(interpreter) if op["op_name"] == POSTPROCESS_OP
+                for k, t in enumerate(op["outputs"])}  # fmt: skip
+    if all(int(outputs[i]["index"]) in position for i in pair):
+        by_role = {POSTPROCESS_ROLES[position[int(outputs[i]["index"])]]: i for i in pair}
+        if set(by_role) == {"classes", "scores"}:
+            return roles | by_role
+    names = [str(outputs[i].get("name", "")).lower() for i in pair]
+    for word, role, other in (("score", "scores", "classes"), ("class", "classes", "scores")):
+        hits = [word in name for name in names]
+        if hits[0] != hits[1]:
+            named, rest = (pair[0], pair[1]) if hits[0] else (pair[1], pair[0])
+            return roles | {role: named, other: rest}
+    return roles | {"classes": pair[0], "scores": pair[1]}
 
 
 def _original_ops(interpreter: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 A bundle is a directory holding ``model.tflite``, ``labels.txt`` and ``manifest.json``.
 Loading checks every promise the manifest makes (files present, hashes, label count, and the
 tensors the ``.tflite`` really has) so a device never runs a model with the wrong labels or
-the wrong preprocessing.
+the wrong preprocessing. A bundle holds a classifier (``task: classify``) or a detector
+(``task: detect``); each is checked against its own kind of tensors.
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from edge import __version__
-from edge.adapters import ModelIO, TensorInfo
+from edge.adapters import DetectorIO, ModelIO, TensorInfo
 from edge.errors import BundleError
 from edge.labels import parse_labels, read_labels
 from edge.manifest import (
     MANIFEST_NAME,
+    DetectionSpec,
     FileRef,
     LabelsRef,
     Manifest,
     OutputSpec,
     Provenance,
     Quantization,
+    Task,
     TensorSpec,
+    format_validation_error,
     parse_manifest,
+    version_for,
 )
 from edge.preprocess import NORMALIZATIONS, PreprocessSpec
 
@@ -38,6 +46,12 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "model.tflite"
 LABELS_NAME = "labels.txt"
+#: What a caller may choose about a detector; everything else in ``detection`` is read from the model.
+DETECTION_SETTINGS = ("score_threshold", "nms_iou", "max_detections")
+_USE = {
+    "classify": "shelfscan-agent classify / edge.runtime.Classifier",
+    "detect": "shelfscan-agent detect / edge.detector.Detector",
+}
 
 
 @dataclass(frozen=True)
@@ -136,10 +150,21 @@ def _tensor_problem(what: str, declared: TensorSpec, actual: TensorInfo) -> str 
     return None
 
 
-def check_model_io(bundle: Bundle, io: ModelIO) -> None:
-    """Cross-check the manifest against what the interpreter read from the ``.tflite``."""
+def require_task(bundle: Bundle, task: Task) -> None:
+    """Refuse a bundle made for the other job, saying what opens it instead."""
+    actual = bundle.manifest.task
+    if actual != task:
+        raise BundleError(f"{bundle.root}: is a {actual} bundle (task: {actual}), not a {task} one; use {_USE[actual]}")
+
+
+def check_model_io(bundle: Bundle, io: ModelIO | DetectorIO) -> None:
+    """Cross-check the manifest against what the interpreter read from the ``.tflite``.
+
+    A classify bundle is checked against :class:`ModelIO` (one output), a detect bundle against
+    :class:`DetectorIO` (outputs by role); the input and preprocessing checks are shared.
+    """
     m = bundle.manifest
-    problems = [_tensor_problem("input", m.input, io.input), _tensor_problem("output", m.output, io.output)]
+    problems = [_tensor_problem("input", m.input, io.input)]
     shape = io.input.shape
     if len(shape) != 4 or shape[3] != 3:
         problems.append(f"input shape {list(shape)} is not an NHWC RGB image")
@@ -148,14 +173,45 @@ def check_model_io(bundle: Bundle, io: ModelIO) -> None:
             f"input shape mismatch: preprocessing makes {m.preprocessing.height}x{m.preprocessing.width}, "
             f"model takes {shape[1]}x{shape[2]}"
         )
-    classes = io.output.shape[-1] if io.output.shape else 0
-    if classes != len(bundle.labels):
-        problems.append(f"label count {len(bundle.labels)} does not match the model's output size {classes}")
-    if io.output_kind != m.output.kind:
-        problems.append(f"output kind mismatch: manifest says {m.output.kind}, model gives {io.output_kind}")
+    if m.task == "detect":
+        if not isinstance(io, DetectorIO):
+            raise BundleError(f"{bundle.root}: is a detect bundle but its model was read as a classifier")
+        problems += _detector_problems(bundle, io)
+    else:
+        if not isinstance(io, ModelIO):
+            raise BundleError(f"{bundle.root}: is a classify bundle but its model was read as a detector")
+        problems += _classifier_problems(bundle, io)
     problems = [p for p in problems if p]
     if problems:
         raise BundleError(f"{bundle.root}: {problems[0]}")
+
+
+def _classifier_problems(bundle: Bundle, io: ModelIO) -> list[str | None]:
+    output = bundle.manifest.output
+    assert output is not None  # the manifest validator guarantees it for task classify
+    problems = [_tensor_problem("output", output, io.output)]
+    classes = io.output.shape[-1] if io.output.shape else 0
+    if classes != len(bundle.labels):
+        problems.append(f"label count {len(bundle.labels)} does not match the model's output size {classes}")
+    if io.output_kind != output.kind:
+        problems.append(f"output kind mismatch: manifest says {output.kind}, model gives {io.output_kind}")
+    return problems
+
+
+def _detector_problems(bundle: Bundle, io: DetectorIO) -> list[str | None]:
+    spec = bundle.manifest.detection
+    assert spec is not None  # the manifest validator guarantees it for task detect
+    if spec.format != io.format:
+        return [f"detection format mismatch: manifest says {spec.format}, model has the {io.format} outputs"]
+    problems = [
+        _tensor_problem(f"{role} output", declared, io.outputs[role]) for role, declared in spec.outputs.items()
+    ]
+    if spec.format == "centernet":
+        if spec.stride != io.stride:
+            problems.append(f"stride mismatch: manifest says {spec.stride}, model has {io.stride}")
+        if len(bundle.labels) != 1:
+            problems.append(f"a centernet detector is class-agnostic: it takes 1 label, not {len(bundle.labels)}")
+    return problems
 
 
 def _tensor_spec(info: TensorInfo) -> dict[str, Any]:
@@ -163,7 +219,7 @@ def _tensor_spec(info: TensorInfo) -> dict[str, Any]:
     return {"dtype": info.dtype, "shape": list(info.shape), "quantization": quant}
 
 
-def infer_spec(io: ModelIO, **overrides: Any) -> PreprocessSpec:
+def infer_spec(io: ModelIO | DetectorIO, **overrides: Any) -> PreprocessSpec:
     """Preprocessing for a bare model: size from the input tensor, normalization from its quantization.
 
     A quantized input is assumed to take raw pixels (``q = x``, the convention of Coral,
@@ -185,10 +241,33 @@ def infer_spec(io: ModelIO, **overrides: Any) -> PreprocessSpec:
     return PreprocessSpec(**fields)
 
 
+def detection_spec(io: DetectorIO, settings: Mapping[str, Any] | None = None) -> DetectionSpec:
+    """The manifest's ``detection``: format, stride and outputs from the model, thresholds from ``settings``.
+
+    ``settings`` may set :data:`DETECTION_SETTINGS`; it may also state the ``format`` and
+    ``stride`` the caller expects, which are checked against the model, never copied from it.
+    """
+    chosen = dict(settings or {})
+    for key in ("format", "stride"):
+        if key in chosen and (expected := chosen.pop(key)) != getattr(io, key):
+            raise BundleError(f"detection {key} mismatch: expected {expected}, the model has {getattr(io, key)}")
+    unknown = sorted(set(chosen) - set(DETECTION_SETTINGS))
+    if unknown:
+        raise BundleError(
+            f"detection settings {', '.join(unknown)}: only {', '.join(DETECTION_SETTINGS)} can be chosen "
+            "(format, stride and outputs are read from the model)"
+        )
+    outputs = {role: TensorSpec(**_tensor_spec(info)) for role, info in io.outputs.items()}
+    try:
+        return DetectionSpec(format=io.format, stride=io.stride, outputs=outputs, **chosen)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise BundleError(format_validation_error(exc, "detection")) from None
+
+
 def build_manifest(
     model_path: Path,
     labels: list[str],
-    io: ModelIO,
+    io: ModelIO | DetectorIO,
     spec: PreprocessSpec,
     *,
     name: str,
@@ -198,10 +277,30 @@ def build_manifest(
     labels_sha256: str,
     labels_size: int,
     provenance: dict[str, Any] | None = None,
+    task: Task = "classify",
+    detection: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """Describe a model file and its labels; tensor facts come from the model, never from callers."""
+    """Describe a model file and its labels; tensor facts come from the model, never from callers.
+
+    ``task="detect"`` takes a :class:`DetectorIO` and writes ``detection`` (see
+    :func:`detection_spec`) instead of ``output``, as schema version 2; classifiers stay
+    version 1 so that older devices keep reading them.
+    """
     prov = {"tool_version": __version__, **(provenance or {})}
+    task_fields: dict[str, Any]
+    if task == "detect":
+        if not isinstance(io, DetectorIO):
+            raise BundleError(f"{model_path}: task detect needs a detector's outputs")
+        task_fields = {"task": task, "detection": detection_spec(io, detection)}
+    else:
+        if not isinstance(io, ModelIO):
+            raise BundleError(f"{model_path}: task classify needs a classifier's output")
+        if detection:
+            raise BundleError("detection settings are only for task detect")
+        task_fields = {"output": OutputSpec(**_tensor_spec(io.output), kind=io.output_kind)}
     return Manifest(
+        schema_version=version_for(task),
+        **task_fields,
         name=name,
         version=version,
         backbone=backbone,
@@ -210,7 +309,6 @@ def build_manifest(
         labels=LabelsRef(path=LABELS_NAME, sha256=labels_sha256, size_bytes=labels_size, count=len(labels)),
         preprocessing=spec,
         input=TensorSpec(**_tensor_spec(io.input)),
-        output=OutputSpec(**_tensor_spec(io.output), kind=io.output_kind),
         provenance=Provenance(**prov),
     )
 
@@ -252,6 +350,42 @@ def open_bare(
     return bundle, interpreter
 
 
+def open_bare_detector(
+    model: str | Path,
+    labels: str | Path | None = None,
+    threads: int | None = None,
+    detection: Mapping[str, Any] | None = None,
+    **spec_overrides: Any,
+) -> tuple[Bundle, Any]:
+    """Wrap a bare detector ``.tflite`` (centernet or post-processing outputs) as an in-memory detect bundle.
+
+    Labels are optional (default: one label, ``object``, which names a class-agnostic
+    detector's boxes; :meth:`edge.detector.Detector.from_file` shows a post-processing model's
+    unnamed class ids as ``class N``). Preprocessing is inferred as for classifiers, except that the frame is
+    stretched by default: detectors are trained on whole frames (SSD, EfficientDet-Lite and
+    the centernet contract all resize without cropping).
+    """
+    from edge.runtime import inspect_detector  # runtime imports this module
+
+    model_path = Path(model)
+    if not model_path.is_file():
+        raise BundleError(f"{model_path}: model file not found")
+    label_list = read_labels(labels) if labels is not None else ["object"]  # read_labels names a missing file
+    labels_bytes = Path(labels).read_bytes() if labels is not None else b"object\n"
+    interpreter, io = inspect_detector(model_path, threads)
+    overrides = dict(spec_overrides)
+    if overrides.get("resize") is None:
+        overrides["resize"] = "stretch"
+    manifest = build_manifest(
+        model_path, label_list, io, infer_spec(io, **overrides), name=model_path.stem, version="unversioned",
+        backbone="unknown", variant="imported", labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
+        labels_size=len(labels_bytes), task="detect", detection=detection,
+    )  # fmt: skip
+    bundle = Bundle(model_path.parent, manifest, label_list, bare=True)
+    check_model_io(bundle, io)
+    return bundle, interpreter
+
+
 def write_bundle(
     dest: str | Path,
     model: bytes | str | Path,
@@ -264,12 +398,17 @@ def write_bundle(
     variant: str,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    task: Task = "classify",
+    detection: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Write a bundle atomically: build it in a temp dir beside ``dest``, validate, then rename.
 
     A device watching ``dest`` therefore sees either no bundle or a complete, loadable one.
+    ``task="detect"`` writes a detector bundle: labels are the class names (``["facing"]`` for
+    the class-agnostic centernet detector) and ``detection`` holds the chosen thresholds (see
+    :func:`detection_spec`); the format, stride and outputs are read from the model.
     """
-    from edge.runtime import inspect_model
+    from edge.runtime import inspect_detector, inspect_model
 
     dest = Path(dest)
     if dest.exists() and not overwrite:
@@ -282,11 +421,11 @@ def write_bundle(
         model_path.write_bytes(model if isinstance(model, bytes) else Path(model).read_bytes())
         labels_bytes = ("\n".join(labels) + "\n").encode("utf-8")
         (tmp / LABELS_NAME).write_bytes(labels_bytes)
-        _, io = inspect_model(model_path)
+        _, io = inspect_detector(model_path) if task == "detect" else inspect_model(model_path)
         manifest = build_manifest(
             model_path, labels, io, spec, name=name, version=version, backbone=backbone, variant=variant,
             labels_sha256=hashlib.sha256(labels_bytes).hexdigest(), labels_size=len(labels_bytes),
-            provenance=provenance,
+            provenance=provenance, task=task, detection=detection,
         )  # fmt: skip
         (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         check_model_io(load_bundle(tmp), io)
@@ -302,7 +441,7 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote bundle %s (%s %s, %d labels)", dest, name, variant, len(labels))
+    log.info("wrote %s bundle %s (%s %s, %d labels)", task, dest, name, variant, len(labels))
     return load_bundle(dest)
 
 

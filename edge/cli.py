@@ -24,19 +24,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
     src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
     src.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: cores, at most 4)")
+    add_preprocess_args(p)
+
+
+def add_preprocess_args(p: argparse.ArgumentParser, resize_default: str = "center_crop") -> None:
+    """Preprocessing overrides for bare models; a bundle carries its own."""
     pre = p.add_argument_group("preprocessing for bare models (bundles carry their own)")
     pre.add_argument("--normalization", choices=["minus_one_to_one", "zero_to_one", "raw"],
                      help="float input range (default: inferred from input quantization, else [-1, 1])")  # fmt: skip
     pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean on 0..255 (1 or 3 values)")
     pre.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std on 0..255 (1 or 3 values)")
-    pre.add_argument("--resize", choices=["center_crop", "stretch"], help="resize policy (default center_crop)")
+    pre.add_argument("--resize", choices=["center_crop", "stretch"], help=f"resize policy (default {resize_default})")
     pre.add_argument("--crop-fraction", type=float, metavar="F", help="keep this fraction of the centre crop")
     pre.add_argument("--color-order", choices=["RGB", "BGR"], help="model channel order (default RGB)")
 
 
 def open_classifier(args: argparse.Namespace):
     """Build a classifier from parsed ``add_model_args`` options, with one-line usage errors."""
-    from edge.preprocess import NORMALIZATIONS
     from edge.runtime import Classifier
 
     if args.bundle and args.model:
@@ -45,6 +49,13 @@ def open_classifier(args: argparse.Namespace):
         return Classifier.from_bundle(args.bundle, args.threads)
     if not args.model or not args.labels:
         raise ShelfscanError("no model: pass --bundle DIR, or --model FILE with --labels FILE")
+    return Classifier.from_files(args.model, args.labels, args.threads, **preprocess_overrides(args))
+
+
+def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The ``PreprocessSpec`` fields set by ``add_preprocess_args`` options (unset ones are ``None``)."""
+    from edge.preprocess import NORMALIZATIONS
+
     overrides: dict[str, object] = {
         "resize": args.resize, "crop_fraction": args.crop_fraction, "color_order": args.color_order,
     }  # fmt: skip
@@ -57,11 +68,11 @@ def open_classifier(args: argparse.Namespace):
             if len(values) not in (1, 3):
                 raise ShelfscanError(f"--{name} takes 1 or 3 values, got {len(values)}")
             overrides[name] = tuple(values * 3 if len(values) == 1 else values)
-    return Classifier.from_files(args.model, args.labels, args.threads, **overrides)
+    return overrides
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from edge import agent_cli, bench_cli, classify_cli
+    from edge import agent_cli, bench_cli, classify_cli, detect_cli
 
     parser = argparse.ArgumentParser(
         prog="shelfscan-agent",
@@ -72,6 +83,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers: dict[str, Handler] = {}
     classify_cli.register(sub, handlers)
+    detect_cli.register(sub, handlers)
     agent_cli.register(sub, handlers)
     bench_cli.register(sub, handlers)
     return parser, handlers

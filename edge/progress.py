@@ -41,7 +41,9 @@ class Progress:
         elapsed = time.perf_counter() - self._start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         pct = 100 * self.done / self.total if self.total else 100.0
-        return f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {rate:.1f} {self.unit}/s"
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        eta = f", ETA {int(left // 60)}:{int(left % 60):02d}" if self.done < self.total and rate > 0 else ""
+        return f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) {rate:.1f} {self.unit}/s{eta}"
 
     def close(self) -> None:
         if self.tty:

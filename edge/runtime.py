@@ -17,8 +17,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edge.adapters import DelegateSummary, ModelIO, delegate_summary, dequantize, describe_io, softmax, top_k
-from edge.bundle import Bundle, check_model_io, load_bundle, open_bare
+from edge.adapters import (
+    DelegateSummary,
+    DetectorIO,
+    ModelIO,
+    delegate_summary,
+    dequantize,
+    describe_detector_io,
+    describe_io,
+    softmax,
+    top_k,
+)
+from edge.bundle import Bundle, check_model_io, load_bundle, open_bare, require_task
 from edge.errors import BundleError, RuntimeUnavailableError
 from edge.preprocess import Preprocessor, read_image
 
@@ -83,12 +93,34 @@ def make_interpreter(model: str | Path | bytes, threads: int | None = None, back
 
 
 def inspect_model(model: str | Path, threads: int | None = None) -> tuple[Any, ModelIO]:
-    """Open a model and describe its input/output tensors."""
+    """Open a classifier and describe its input/output tensors; a detector is named as one."""
     interpreter = make_interpreter(model, threads)
     try:
         return interpreter, describe_io(interpreter)
     except ValueError as exc:
-        raise BundleError(f"{model}: {exc}") from None
+        try:
+            fmt = describe_detector_io(interpreter).format
+        except ValueError:
+            raise BundleError(f"{model}: {exc}") from None
+        raise BundleError(
+            f"{model}: is a detector ({fmt} outputs), not a classifier; use shelfscan-agent detect --model "
+            "/ edge.detector.Detector.from_file"
+        ) from None
+
+
+def inspect_detector(model: str | Path, threads: int | None = None) -> tuple[Any, DetectorIO]:
+    """Open a detector and identify its outputs by shape; a classifier is named as one."""
+    interpreter = make_interpreter(model, threads)
+    try:
+        return interpreter, describe_detector_io(interpreter)
+    except ValueError as exc:
+        try:
+            describe_io(interpreter)
+        except ValueError:
+            raise BundleError(f"{model}: {exc}") from None
+        raise BundleError(
+            f"{model}: {exc} (this is a classifier: use shelfscan-agent classify / edge.runtime.Classifier)"
+        ) from None
 
 
 class Prediction(NamedTuple):
@@ -104,6 +136,7 @@ class Classifier:
     """
 
     def __init__(self, bundle: Bundle, interpreter: Any, backend: Backend, threads: int) -> None:
+        require_task(bundle, "classify")
         io = describe_io(interpreter)
         check_model_io(bundle, io)
         self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads

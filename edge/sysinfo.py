@@ -41,6 +41,22 @@ def _vcgencmd(*args: str) -> str | None:
         return None
 
 
+#: CPU features that change inference speed several-fold: x86 vector extensions, ARM NEON and dot products.
+NOTABLE_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512vbmi", "avx512_bf16", "amx_int8",
+                    "asimd", "asimddp", "i8mm", "sve")  # fmt: skip
+
+
+def cpu_features() -> list[str]:
+    """The notable features this CPU reports (``flags`` on x86, ``Features`` on ARM), in a fixed order."""
+    text = _read("/proc/cpuinfo") or ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return [f for f in NOTABLE_FEATURES if f in flags]
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, governor, memory, OS, Python, and Raspberry Pi temperature/throttling."""
     mem = _read("/proc/meminfo") or ""
@@ -50,6 +66,7 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "cpu": cpu_model(),
+        "cpu_features": " ".join(cpu_features()) or "none of " + " ".join(NOTABLE_FEATURES),
         "arch": platform.machine(),
         "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

@@ -122,7 +122,7 @@ def test_output_kind_mismatch(ref_bundle):
 
 def test_unknown_schema_version(ref_bundle):
     edit_manifest(ref_bundle, schema_version=7)
-    expect_error(ref_bundle, r"unknown schema version 7 \(this shelfscan reads 1; upgrade shelfscan\)")
+    expect_error(ref_bundle, r"unknown schema version 7 \(this shelfscan reads 1, 2; upgrade shelfscan\)")
 
 
 def test_wrong_schema_id_and_bad_json(ref_bundle):

@@ -12,8 +12,19 @@ from collections.abc import Sequence
 from edge.errors import ShelfscanError
 
 
+def _size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text:
+            h, w = (int(v) for v in text.lower().split("x"))
+            return (h, w)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or HxW") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainer.backbones import BACKBONES
+    from trainer.detector import DetectorConfig
     from trainer.run import default_cache_dir
 
     p = argparse.ArgumentParser(
@@ -22,17 +33,25 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset, with a bottleneck cache that keeps working when augmentation is on.",
     )
     p.add_argument("data", help="dataset folder: <class>/ images, or train/ [val/ test/] with <class>/ inside")
+    p.add_argument("--task", choices=["classify", "detect"], default="classify",
+                   help="classify: a product classifier; detect: the class-agnostic facing detector, trained on "
+                   "shelves composed from the same photos (docs/detector.md)")  # fmt: skip
     p.add_argument("--out", required=True, help="run directory to write (model.keras, metrics.json, report.html, ...)")
     p.add_argument("--csv", help="CSV of image path or id, label (e.g. HackerEarth train.csv); images under DATA")
-    p.add_argument("--backbone", choices=sorted(BACKBONES), default="inception_v3")
+    p.add_argument("--backbone", choices=sorted(BACKBONES),
+                   help="feature extractor (classify default: inception_v3; detect: mobilenet_v2 only)")  # fmt: skip
     p.add_argument("--weights", default="imagenet", help="imagenet (Keras cache), none, or a backbone .h5 file")
-    p.add_argument("--input-size", type=int, help="square input size (default: the backbone's, 299 or 224)")
+    p.add_argument("--input-size", type=_size, metavar="N|HxW",
+                   help="input size: classify takes a square N (default: the backbone's, 299 or 224); "
+                   "detect takes HxW (default 240x320, for 4:3 frames)")  # fmt: skip
     p.add_argument("--interpolation", default="bilinear_antialias", help="resize filter (edge preprocessing)",
                    choices=["bilinear_antialias", "bilinear", "area", "nearest"])  # fmt: skip
     p.add_argument("--val-pct", type=float, default=10.0, help="validation share when DATA has no val/ (hash split)")
     p.add_argument("--test-pct", type=float, default=0.0, help="test share when DATA has no val/ (hash split)")
     p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
-    p.add_argument("--epochs", type=int, default=100, help="head epochs (early stopping on val loss)")
+    p.add_argument("--epochs", type=int,
+                   help="head epochs (classify, default 100) or detector epochs (detect, default "
+                   f"{DetectorConfig.epochs}); early stopping on val loss either way")  # fmt: skip
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
     p.add_argument("--dropout", type=float, default=0.5)
@@ -53,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")  # fmt: skip
+    det = p.add_argument_group("facing detector (--task detect; backbone: mobilenet_v2)")
+    det.add_argument("--train-shelves", type=int, default=DetectorConfig.train_shelves,
+                     help="shelves composed from the train photos")  # fmt: skip
+    det.add_argument("--val-shelves", type=int, default=DetectorConfig.val_shelves,
+                     help="shelves composed from the val photos (early stopping and the reported AP)")  # fmt: skip
+    det.add_argument("--compose", type=int, metavar="N",
+                     help="only write N shelves composed from the photos in DATA (a class tree) with their box "
+                     "truth (shelves.json) into --out, e.g. an evaluation set; --seed picks the set")  # fmt: skip
+    det.add_argument("--dense-runs", action="store_true",
+                     help="with --compose: only runs of 3-6 touching identical facings, no empty slots")  # fmt: skip
+    det.add_argument("--score-threshold", type=float,
+                     help="detection score threshold written into the bundle (default: the one with the lowest "
+                     "count error on the val shelves)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the metrics summary as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -62,6 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.compose is not None:
+        return _compose(args)
+    if args.task == "detect":
+        return _detect(args)
+    if isinstance(args.input_size, tuple):
+        print("shelfscan-train: error: --input-size HxW is for --task detect; classifiers take a square N",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    args.backbone = args.backbone or "inception_v3"
+    args.epochs = args.epochs or 100
     from trainer.augment import AugmentConfig
     from trainer.finetune import FineTuneConfig
     from trainer.head import HeadConfig
@@ -95,6 +137,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             if split in summary:
                 s = summary[split]
                 print(f"{split}: {s['images']} images   top-1 {100 * s['top1']:.2f} %   top-5 {100 * s['top5']:.2f} %")
+        print(f"run directory: {args.out} (report.html, metrics.json, model.keras)   {metrics['timings']['total_s']} s")
+    return 0
+
+
+def _compose(args: argparse.Namespace) -> int:
+    from trainer.shelf_composer import PhotoLibrary, ShelfStyle, write_set
+
+    try:
+        library = PhotoLibrary.from_tree(args.data)
+        style = ShelfStyle().dense_runs() if args.dense_runs else ShelfStyle()
+        path = write_set(args.out, library, args.compose, seed=args.seed, style=style)
+    except ShelfscanError as exc:
+        print(f"shelfscan-train: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.compose} shelves and their box truth: {path}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from trainer.detector import DetectorConfig, train_detector
+
+    if args.backbone not in (None, "mobilenet_v2"):
+        print("shelfscan-train: error: the facing detector uses --backbone mobilenet_v2", file=sys.stderr)
+        return 2
+    height, width = (args.input_size, args.input_size) if isinstance(args.input_size, int) else (
+        args.input_size or (DetectorConfig.height, DetectorConfig.width))  # fmt: skip
+    epochs = args.epochs or DetectorConfig.epochs
+    cfg = DetectorConfig(data=args.data, out=args.out, weights=args.weights, height=height, width=width,
+                         train_shelves=args.train_shelves, val_shelves=args.val_shelves, epochs=epochs,
+                         batch_size=args.batch_size, seed=args.seed, val_pct=args.val_pct, test_pct=args.test_pct,
+                         score_threshold=args.score_threshold)  # fmt: skip
+    try:
+        metrics = train_detector(cfg)
+    except ShelfscanError as exc:
+        print(f"shelfscan-train: error: {exc}", file=sys.stderr)
+        return 2
+    val = metrics["val"]
+    summary = {"val": {k: val[k] for k in ("images", "truth_boxes", "ap50", "ap50_95", "count_mae")},
+               "run_dir": args.out, "timings": metrics["timings"]}  # fmt: skip
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"val: {val['images']} composed shelves, {val['truth_boxes']} facings   AP50 {val['ap50']:.4f}   "
+              f"AP50:95 {val['ap50_95']:.4f}   count error {val['count_mae']:.3f} per image")  # fmt: skip
         print(f"run directory: {args.out} (report.html, metrics.json, model.keras)   {metrics['timings']['total_s']} s")
     return 0
 

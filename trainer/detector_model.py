@@ -75,6 +75,11 @@ def assemble(features: Any, neck: Any) -> Any:
 def targets(boxes: np.ndarray, grid_h: int, grid_w: int, stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray]:
     """Training targets for one image from its facing boxes (``(N, 4)`` x0, y0, x1, y1 in input pixels).
 
+    Boxes are whole (amodal): a facing cut by the image border keeps its full extent, so the
+    network learns where the whole facing is, and "at least half in view" -- the rule of the
+    truth -- becomes "its centre is in the image" (the peak cell is clamped into the grid for
+    the few that perspective puts just outside). Decoded boxes are clipped to the frame.
+
     Returns the centre heatmap ``(gh, gw, 1)``: an elliptical Gaussian per facing (sigma a sixth
     of its width and height, so touching neighbours' peaks stay apart) and ``(gh, gw, 5)``:
     the distances left, top, right, bottom from each cell centre to the edges of the facing

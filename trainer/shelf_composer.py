@@ -65,10 +65,16 @@ class ShelfStyle:
 
 @dataclass
 class Facing:
-    box: Box
+    box: Box  # what is in view (clipped to the image)
     label: str
     row: int
     photo: str
+    full: Box | None = None  # the whole facing, also where the image border cuts it (None: same as box)
+
+    @property
+    def extent(self) -> Box:
+        """The whole (amodal) box: what the detector learns, so a cut facing's centre says if it is half in view."""
+        return self.full or self.box
 
 
 @dataclass
@@ -90,7 +96,8 @@ class Shelf:
         h, w = self.image.shape[:2]
         return {
             "file": file, "width": w, "height": h,
-            "facings": [{"box": _r(f.box), "label": f.label, "row": f.row, "photo": f.photo} for f in self.facings],
+            "facings": [{"box": _r(f.box), "label": f.label, "row": f.row, "photo": f.photo}
+                        | ({"full_box": _r(f.full)} if f.full else {}) for f in self.facings],
             "gaps": [{"box": _r(g.box), "row": g.row} for g in self.gaps],
             "rows": [{"y0": round(a, 1), "y1": round(b, 1)} for a, b in self.rows],
         }  # fmt: skip
@@ -317,9 +324,10 @@ def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator
                                 borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     view = Shelf(_camera_effects(image, rng, style, width / 640))
     for f in canvas.facings:
-        box, seen = _clip(_warp_box(f.box, matrix), width, height)
+        full = _warp_box(f.extent, matrix)
+        box, seen = _clip(full, width, height)
         if seen >= style.min_visible and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            view.facings.append(Facing(box, f.label, f.row, f.photo))
+            view.facings.append(Facing(box, f.label, f.row, f.photo, full if seen < 1.0 else None))
     for g in canvas.gaps:
         box, seen = _clip(_warp_box(g.box, matrix), width, height)
         if seen >= style.min_visible:

@@ -1,0 +1,148 @@
+"""Detector runs (``task: detect``) -> TFLite variants -> detect bundles, judged by AP50 through the edge runtime.
+
+The same table of variants and the same export wrapper as classifiers; what differs is the
+data: int8 calibration runs on composed shelves (or a folder of shelf images), and the gate
+compares each variant's AP50 on a box-truth set (``shelves.json``, docs/detector.md) with the
+Keras model's, decoded by the one edge decoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.compare import invoke_latency_ms
+from edge.detection_metrics import EVAL_SCORE_FLOOR, detection_report
+from edge.detector import Detector
+from edge.errors import ShelfscanError
+from edge.preprocess import Preprocessor, PreprocessSpec, read_image
+from edge.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+def calibration_frames(run: Any, folder: Path | None, count: int, seed: int = 0) -> list[np.ndarray]:
+    """BGR frames for int8 calibration: images from ``folder``, or shelves composed from the run's train photos."""
+    if folder is not None:
+        from converter.calibration import pick_images
+
+        return [read_image(p) for p in pick_images(folder, count, seed)]
+    from trainer.dataset import load_dataset
+    from trainer.detector import FRAME
+    from trainer.shelf_composer import PhotoLibrary, compose
+
+    cfg = run.config
+    if not cfg.get("data"):
+        raise ShelfscanError(f"{run.root}: config.json names no data folder; pass --calibration DIR")
+    ds = load_dataset(cfg["data"], val_pct=cfg.get("val_pct", 10.0), test_pct=cfg.get("test_pct", 0.0), verify=False)
+    library = PhotoLibrary([(ds.classes[s.label], s.path) for s in ds.splits["train"]], f"{cfg['data']} (train)")
+    # A seed the trainer never used, so calibration shelves are new compositions of train photos.
+    return [compose(library, *FRAME, seed + 1000, i).image for i in range(count)]
+
+
+def representative(frames: list[np.ndarray], spec: PreprocessSpec) -> Any:
+    """``TFLiteConverter.representative_dataset`` over frames, through the edge preprocessing."""
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        pre = Preprocessor(spec, "float32")
+        with Progress(len(frames), "int8 calibration") as bar:
+            for frame in frames:
+                yield [pre.from_bgr(frame).copy()]
+                bar.update()
+
+    return generate
+
+
+def read_eval_set(folder: Path) -> tuple[list[Path], list[np.ndarray]]:
+    """Image paths and truth boxes of a composed set (``shelves.json``)."""
+    from trainer.shelf_composer import TRUTH_NAME, read_truth
+
+    truth_path = folder / TRUTH_NAME
+    if not truth_path.is_file():
+        raise ShelfscanError(f"{folder}: no {TRUTH_NAME} (a detector is evaluated on a set with box truth)")
+    doc = read_truth(truth_path)
+    paths = [folder / img["file"] for img in doc["images"]]
+    boxes = [np.array([f["box"] for f in img["facings"]], np.float32).reshape(-1, 4) for img in doc["images"]]
+    return paths, boxes
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: report[k] for k in ("images", "ap50", "ap50_95", "count_mae")}
+
+
+def keras_reference(run: Any, paths: list[Path], truth: list[np.ndarray]) -> dict[str, Any]:
+    """The Keras model's figures on the eval set, decoded by the edge decoder."""
+    from edge.detect_decode import decode_centernet, frame_map
+
+    det = run.config["detection"]
+    pre = Preprocessor(run.spec, "float32")
+    predictions = []
+    for path in paths:
+        frame = read_image(path)
+        heat, boxes = run.model(pre.from_bgr(frame), training=False)
+        fmap = frame_map(frame.shape[0], frame.shape[1], run.spec)
+        predictions.append(decode_centernet(np.asarray(heat), np.asarray(boxes), det["stride"], fmap,
+                                            score_threshold=EVAL_SCORE_FLOOR, nms_iou=det["nms_iou"],
+                                            max_detections=det["max_detections"]))  # fmt: skip
+    return _summary(detection_report(predictions, truth, det["score_threshold"]))
+
+
+def evaluate_detector_variant(bundle: Path, eval_set: tuple[list[Path], list[np.ndarray]] | None,
+                              runs: int) -> dict[str, Any]:  # fmt: skip
+    """Size, load time, invoke latency at 1 and 2 threads, and AP50 / count error through the edge Detector."""
+    t0 = time.perf_counter()
+    det = Detector.from_bundle(bundle, threads=2)
+    load_ms = round(1e3 * (time.perf_counter() - t0), 1)
+    row: dict[str, Any] = {
+        "size_bytes": det.bundle.manifest.model.size_bytes,
+        "load_ms": load_ms,
+        "input": det.io.input.dtype,
+        "xnnpack_ops": f"{det.delegate.delegated_ops}/{det.delegate.total_ops}",
+        "invoke_ms_1t": invoke_latency_ms(bundle, 1, runs, Detector.from_bundle),
+        "invoke_ms_2t": invoke_latency_ms(bundle, 2, runs, Detector.from_bundle),
+    }
+    if eval_set is not None:
+        threshold = det.settings.score_threshold
+        scan = Detector.from_bundle(bundle, threads=2, score_threshold=EVAL_SCORE_FLOOR)
+        paths, truth = eval_set
+        with Progress(len(paths), f"evaluate {bundle.name}") as bar:
+            predictions = []
+            for p in paths:
+                predictions.append(scan.detect_path(p))
+                bar.update()
+        row |= _summary(detection_report(predictions, truth, threshold))
+    return row
+
+
+def gate(rows: dict[str, dict[str, Any]], keras_ap50: float | None, max_drop_points: float) -> list[str]:
+    """Variants whose AP50 falls more than ``max_drop_points`` (AP in percent) below the Keras model's."""
+    if keras_ap50 is None:
+        return []
+    return [name for name, r in rows.items() if "ap50" in r and 100 * (keras_ap50 - r["ap50"]) > max_drop_points]
+
+
+def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
+    head = (
+        "| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | load (ms) | invoke 1t (ms) | invoke 2t (ms) |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    if keras:
+        lines.append(f"| keras | — | — | {keras['ap50']:.4f} | {keras['ap50_95']:.4f} | {keras['count_mae']:.3f} "
+                     "| — | — | — |")  # fmt: skip
+    base = rows.get("fp32", {}).get("size_bytes")
+
+    def num(r: dict[str, Any], k: str, fmt: str) -> str:
+        return format(r[k], fmt) if r.get(k) is not None else "—"
+
+    for name, r in rows.items():
+        ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
+        cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, num(r, "ap50", ".4f"), num(r, "ap50_95", ".4f"),
+                 num(r, "count_mae", ".3f"), str(r["load_ms"]), str(r["invoke_ms_1t"]),
+                 str(r["invoke_ms_2t"])]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""``Detector``: a detect bundle bound to an interpreter, turning frames into :class:`Detections`.
+
+The sibling of :class:`edge.runtime.Classifier`, sharing its runtime selection, preprocessing
+and validation: stage one of the shelf pipeline finds the facings, a classifier names them.
+The outputs are decoded by the pure functions in :mod:`edge.detect_decode`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from edge.adapters import DelegateSummary, delegate_summary, describe_detector_io
+from edge.bundle import Bundle, check_model_io, load_bundle, open_bare_detector, require_task
+from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
+from edge.detections import Detections
+from edge.errors import BundleError, ShelfscanError
+from edge.manifest import DetectionSpec, format_validation_error
+from edge.preprocess import Preprocessor, read_image
+from edge.runtime import Backend, default_threads, load_backend, make_interpreter
+
+log = logging.getLogger(__name__)
+
+
+def detection_settings(spec: DetectionSpec, **overrides: float | int | None) -> DetectionSpec:
+    """``spec`` with ``score_threshold`` / ``nms_iou`` / ``max_detections`` replaced, range-checked like a manifest."""
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if not chosen:
+        return spec
+    try:
+        return DetectionSpec.model_validate(spec.model_dump() | chosen)
+    except ValidationError as exc:
+        raise ShelfscanError(format_validation_error(exc, "detection")) from None
+
+
+class Detector:
+    """A validated detect bundle bound to an interpreter; turns images into boxes in frame pixels.
+
+    ``score_threshold``, ``nms_iou`` and ``max_detections`` start from the manifest and may be
+    overridden when opening. Not thread-safe: one detector per inference thread.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        interpreter: Any,
+        backend: Backend,
+        threads: int,
+        *,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+        max_detections: int | None = None,
+    ) -> None:
+        require_task(bundle, "detect")
+        try:
+            io = describe_detector_io(interpreter)
+        except ValueError as exc:
+            raise BundleError(f"{bundle.model_path}: {exc}") from None
+        check_model_io(bundle, io)
+        assert bundle.manifest.detection is not None  # task detect: the manifest validator guarantees it
+        self.settings = detection_settings(
+            bundle.manifest.detection, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
+        )
+        self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
+        self.labels = bundle.labels
+        self.io = io
+        self.format, self.stride = io.format, io.stride
+        self.preprocessor = Preprocessor(bundle.spec, io.input.dtype, io.input.scale, io.input.zero_point)  # type: ignore[arg-type]
+        self._in = io.input.index
+        self._out = {role: info.index for role, info in io.outputs.items()}
+        self._quant = {role: (o.scale, o.zero_point) if o.quantized else (0.0, 0) for role, o in io.outputs.items()}
+        self._maps: dict[tuple[int, int], FrameMap] = {}  # per frame size
+        self.delegate: DelegateSummary = delegate_summary(interpreter)
+        log.info(
+            "detector %s %s (%s, %s): runtime %s %s, %d threads, XNNPACK %s (%d of %d ops), input %s via %s",
+            bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, io.format, backend.name,
+            backend.version, threads, "applied" if self.delegate.applied else "not applied",
+            self.delegate.delegated_ops, self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
+        )  # fmt: skip
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: str | Path | Bundle,
+        threads: int | None = None,
+        trusted_keys: dict[str, object] | None = None,
+        **settings: Any,
+    ) -> Detector:
+        """Load and fully validate a detect bundle (and its signature), then bind an interpreter.
+
+        ``settings``: ``score_threshold``, ``nms_iou``, ``max_detections`` overriding the manifest's.
+        """
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, trusted_keys)
+        require_task(bundle, "detect")  # before the interpreter: the error names the bundle, not its tensors
+        threads = threads or default_threads()
+        backend = load_backend()
+        return cls(bundle, make_interpreter(bundle.model_path, threads, backend), backend, threads, **settings)
+
+    @classmethod
+    def from_file(
+        cls,
+        model: str | Path,
+        threads: int | None = None,
+        *,
+        labels: str | Path | None = None,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+        max_detections: int | None = None,
+        **spec_overrides: Any,
+    ) -> Detector:
+        """Open a bare ``.tflite`` with centernet outputs (stride inferred) or post-processing outputs.
+
+        Preprocessing comes from ``spec_overrides`` or is inferred (see
+        :func:`edge.bundle.open_bare_detector`); ``labels`` names class ids (optional).
+        """
+        threads = threads or default_threads()
+        bundle, interpreter = open_bare_detector(model, labels, threads, **spec_overrides)
+        det = cls(bundle, interpreter, load_backend(), threads, score_threshold=score_threshold, nms_iou=nms_iou,
+                  max_detections=max_detections)  # fmt: skip
+        if labels is None and det.format == "tflite_postprocess":
+            det.labels = []  # its class ids have no names: shown as "class N", never as the placeholder label
+        return det
+
+    # -- inference --------------------------------------------------------------------------
+    def run_model(self) -> None:
+        """Hand the preprocessor's buffer to the interpreter and invoke it (no output read)."""
+        self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
+        self.interpreter.invoke()
+
+    def frame_map(self, frame_height: int, frame_width: int) -> FrameMap:
+        """Input-to-frame coordinate map for this frame size (cached: a camera has one size)."""
+        key = (frame_height, frame_width)
+        fmap = self._maps.get(key)
+        if fmap is None:
+            if len(self._maps) > 64:  # a folder of photos of every size: keep the cache small
+                self._maps.clear()
+            fmap = self._maps[key] = frame_map(frame_height, frame_width, self.bundle.spec)
+        return fmap
+
+    def decode(self, frame_height: int, frame_width: int) -> Detections:
+        """Boxes from the last invoke, in pixels of a ``frame_height`` x ``frame_width`` frame."""
+        fmap, s, get = self.frame_map(frame_height, frame_width), self.settings, self.interpreter.get_tensor
+        if self.format == "centernet":
+            return decode_centernet(
+                get(self._out["heatmap"]), get(self._out["boxes"]), self.stride or 1, fmap,
+                score_threshold=s.score_threshold, nms_iou=s.nms_iou, max_detections=s.max_detections,
+                heatmap_quantization=self._quant["heatmap"], boxes_quantization=self._quant["boxes"],
+            )  # fmt: skip
+        out = self._out
+        return decode_postprocess(
+            get(out["boxes"]), get(out["classes"]), get(out["scores"]), get(out["count"]), fmap,
+            score_threshold=s.score_threshold, max_detections=s.max_detections, quantization=self._quant,
+        )  # fmt: skip
+
+    def detect_bgr(self, frame: np.ndarray) -> Detections:
+        """Boxes in an OpenCV BGR frame: the agent's hot path."""
+        self.preprocessor.from_bgr(frame)
+        self.run_model()
+        return self.decode(frame.shape[0], frame.shape[1])
+
+    def detect_rgb(self, image: np.ndarray) -> Detections:
+        self.preprocessor.from_rgb(image)
+        self.run_model()
+        return self.decode(image.shape[0], image.shape[1])
+
+    def detect_path(self, path: str | Path) -> Detections:
+        return self.detect_bgr(read_image(path))
+
+    def label(self, class_id: int | None) -> str:
+        """The label for a class id (class-agnostic detectors: their one label)."""
+        if class_id is None:
+            return self.labels[0]
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else f"class {class_id}"
+
+    def describe(self) -> dict[str, Any]:
+        """Model and runtime facts for logs, ``--json`` output and benchmark reports (as ``Classifier``'s)."""
+        m = self.bundle.manifest
+        return {
+            "model": self.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
+            "runtime": {"package": self.backend.name, "version": self.backend.version, "threads": self.threads},
+            "delegate": {
+                "xnnpack_applied": self.delegate.applied,
+                "delegated_ops": self.delegate.delegated_ops,
+                "total_ops": self.delegate.total_ops,
+            },
+            "input": {"dtype": self.io.input.dtype, "shape": list(self.io.input.shape), "path": self.preprocessor.mode},
+            "task": "detect",
+            "detection": self.settings.model_dump(exclude={"outputs"}),
+            "labels": self.labels,
+            "preprocessing": m.preprocessing.model_dump(),
+        }
