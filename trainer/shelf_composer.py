@@ -289,19 +289,28 @@ def _paste(canvas: np.ndarray, art: np.ndarray, x0: int, y0: int) -> None:
         canvas[cy0:cy1, cx0:cx1] = art[ay0 : ay0 + cy1 - cy0, ax0 : ax0 + cx1 - cx0]
 
 
-def _warp_box(box: Box, matrix: np.ndarray) -> Box:
+def _warp_quad(box: Box, matrix: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = box
-    pts = cv2.perspectiveTransform(np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float64), matrix)[0]
-    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+    return cv2.perspectiveTransform(np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float64), matrix)[0]
 
 
-def _clip(box: Box, width: int, height: int) -> tuple[Box, float]:
-    """The box clipped to the image and the share of its area that was in view."""
-    x0, y0, x1, y1 = box
-    cx0, cy0, cx1, cy1 = max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
-    area = max(1e-6, (x1 - x0) * (y1 - y0))
-    seen = max(0.0, cx1 - cx0) * max(0.0, cy1 - cy0)
-    return (cx0, cy0, cx1, cy1), seen / area
+def _bounds(points: np.ndarray) -> Box:
+    return float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max())
+
+
+def _in_view(quad: np.ndarray, width: int, height: int) -> tuple[Box, float]:
+    """Bounding box of the part of ``quad`` inside the image, and the share of its area that is in view.
+
+    The quad is clipped as a polygon: under perspective, clipping its bounding box instead
+    would leave a corner that is out of view inside the box.
+    """
+    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    area = abs(cv2.contourArea(quad.astype(np.float32)))
+    seen, polygon = cv2.intersectConvexConvex(quad.astype(np.float32), frame)
+    if polygon is None or seen <= 0 or area <= 0:
+        return (0.0, 0.0, 0.0, 0.0), 0.0
+    x0, y0, x1, y1 = _bounds(polygon.reshape(-1, 2))
+    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)), seen / area
 
 
 def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator,
@@ -313,9 +322,11 @@ def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator
     """
     ch, cw = canvas.image.shape[:2]
     zoom = rng.uniform(*style.zoom)
-    win_w, win_h = min(cw, cw / zoom), min(ch, ch / zoom)
-    x, y = rng.uniform(0, cw - win_w), rng.uniform(0, ch - win_h)
     jitter = style.perspective * np.array([cw, ch])
+    # the tilted window stays inside the canvas: no reflected (unlabelled) products at the borders
+    win_w, win_h = min(cw - 2 * jitter[0], cw / zoom), min(ch - 2 * jitter[1], ch / zoom)
+    x = jitter[0] + rng.uniform(0.0, max(0.0, cw - 2 * jitter[0] - win_w))
+    y = jitter[1] + rng.uniform(0.0, max(0.0, ch - 2 * jitter[1] - win_h))
     src = np.array([[x, y], [x + win_w, y], [x + win_w, y + win_h], [x, y + win_h]], np.float64)
     src += rng.uniform(-1, 1, (4, 2)) * jitter
     dst = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
@@ -324,16 +335,16 @@ def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator
                                 borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     view = Shelf(_camera_effects(image, rng, style, width / 640))
     for f in canvas.facings:
-        full = _warp_box(f.extent, matrix)
-        box, seen = _clip(full, width, height)
+        quad = _warp_quad(f.extent, matrix)
+        box, seen = _in_view(quad, width, height)
         if seen >= style.min_visible and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            view.facings.append(Facing(box, f.label, f.row, f.photo, full if seen < 1.0 else None))
+            view.facings.append(Facing(box, f.label, f.row, f.photo, _bounds(quad) if seen < 0.999 else None))
     for g in canvas.gaps:
-        box, seen = _clip(_warp_box(g.box, matrix), width, height)
+        box, seen = _in_view(_warp_quad(g.box, matrix), width, height)
         if seen >= style.min_visible:
             view.gaps.append(Gap(box, g.row))
     for top, bottom in canvas.rows:
-        _, y0, _, y1 = _warp_box((cw / 2 - 1, top, cw / 2 + 1, bottom), matrix)
+        _, y0, _, y1 = _bounds(_warp_quad((cw / 2 - 1, top, cw / 2 + 1, bottom), matrix))
         if y1 > 0 and y0 < height:
             view.rows.append((max(0.0, y0), min(float(height), y1)))
     return view
