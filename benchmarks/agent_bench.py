@@ -24,9 +24,9 @@ FREIBURG = SHARED / "datasets" / "freiburg_groceries"
 
 PROBE = r"""
 import json, statistics, sys, time
-from edge.agent import Agent
+from edge.agent_setup import build_agent
 from edge.config import load_config
-agent = Agent(load_config(sys.argv[1]))
+agent = build_agent(load_config(sys.argv[1]))
 stamps = []
 process = agent.process
 def timed(image, ts):
@@ -34,7 +34,7 @@ def timed(image, ts):
     stamps.append(time.perf_counter())
 agent.process = timed
 agent.run()
-clf = agent.clf
+clf = agent.pipeline.classifier
 clf.run_model()
 bare, paced = [], []
 for _ in range(40):
@@ -44,14 +44,15 @@ pause = max(0.0, gap - statistics.median(bare))
 for _ in range(40 if gap > 0.002 else 0):
     time.sleep(pause)
     s = time.perf_counter(); clf.interpreter.invoke(); paced.append(time.perf_counter() - s)
-frame = sorted(agent.latency["frame"])
+latency = agent.pipeline.clock.samples
+frame = sorted(latency["frame"])
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({
     "frames": agent.frames_done, "dropped": agent.capture.dropped,
     "busy_fps": (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
     "frame_ms_p50": 1e3 * statistics.median(frame), "frame_ms_p99": 1e3 * frame[int(0.99 * (len(frame) - 1))],
-    "agent_invoke_ms_p50": 1e3 * statistics.median(agent.latency["invoke"]),
-    "preprocess_ms_p50": 1e3 * statistics.median(agent.latency["preprocess"]),
+    "agent_invoke_ms_p50": 1e3 * statistics.median(latency["invoke"]),
+    "preprocess_ms_p50": 1e3 * statistics.median(latency["preprocess"]),
     "bare_invoke_ms_p50": 1e3 * statistics.median(bare),
     "paced_bare_invoke_ms_p50": 1e3 * statistics.median(paced) if paced else None,
     "peak_rss_mb": int(hwm) / 1024,

@@ -33,12 +33,13 @@ RUN = REPO / "runs" / "freiburg-facings"
 SETS = {"mixed": (300, 101, False), "dense": (100, 102, True)}  # images, seed, dense runs only
 
 
-def cli(*args: str) -> str:
+def cli(*args: str, capture: bool = True) -> str:
     """Run a shelfscan command as a user would; its stdout (stderr passes through for progress)."""
-    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
+    out = subprocess.PIPE if capture else None
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, stdout=out, text=True, check=False)
     if proc.returncode not in (0, 1):  # 1: the convert gate failed, which the report shows
         raise SystemExit(f"{args[0]} exited {proc.returncode}")
-    return proc.stdout
+    return proc.stdout or ""
 
 
 def alternating_invoke_ms(bundles: dict[str, Path], threads: int, rounds: int = 5, runs: int = 40) -> dict[str, float]:
@@ -76,7 +77,8 @@ def main() -> None:
     res: dict[str, Any] = {}
     if not args.skip_train:
         t0 = time.perf_counter()
-        cli("trainer.cli", str(FREIBURG), "--task", "detect", "--weights", str(WEIGHTS), "--out", str(RUN), "--json")
+        cli("trainer.cli", str(FREIBURG), "--task", "detect", "--weights", str(WEIGHTS), "--out", str(RUN),
+            capture=False)  # fmt: skip
         res["train_wall_s"] = round(time.perf_counter() - t0, 1)
     metrics = json.loads((RUN / "metrics.json").read_text())
     res["train"] = {k: metrics[k] for k in ("timings", "epochs_run")} | {

@@ -11,6 +11,7 @@ BENCHMARKS = [
     "benchmarks.trainer_bench",
     "benchmarks.converter_bench",
     "benchmarks.agent_bench",
+    "benchmarks.detector_bench",
 ]
 
 if __name__ == "__main__":

@@ -1,135 +1,132 @@
-"""``shelfscan-agent run``: camera -> classify -> sightings and counts -> MQTT.
+"""``shelfscan-agent run``: camera -> frame pipeline -> sightings, facings, gaps and counts -> MQTT.
 
-One inference thread owns the classifier; capture and MQTT have their own threads. Commands
-and signals only set flags or queue events that the inference thread handles between frames,
-so a model swap or a scan change never races a frame in flight.
+One inference thread owns the pipeline (and so the interpreters); capture and MQTT have their
+own threads. Commands, signals and broker callbacks only queue :class:`AgentEvent` s that the
+inference thread handles between frames, so a model swap or a scan change never races a frame
+in flight. The agent is handed its collaborators (pipeline, capture, outbox, link, bundles:
+see ``edge.agent_setup``), which keeps its logic testable without a subprocess.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import queue
 import signal
 import threading
 import time
-from collections import deque
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
-from edge.messages import Topics, envelope, rfc3339
-from edge.mqtt import MqttLink
-from edge.outbox import Outbox
-from edge.runtime import Classifier
-from edge.sightings import Sighting, SightingTracker, Smoother
-from edge.sources import CaptureThread, make_source
+from edge.messages import MessageKind, Topics, envelope, rfc3339
+from edge.pipelines import FramePipeline, Report
 
 log = logging.getLogger(__name__)
 
 
-def bundle_fingerprint(path: Path) -> str:
-    """What changes when a new bundle is put in place (a swapped symlink or rewritten files)."""
-    try:
-        real = path.resolve()
-        return f"{real}:{(real / 'manifest.json').stat().st_mtime_ns}"
-    except OSError:
-        return "missing"
+class AgentEvent(enum.StrEnum):
+    """What other threads ask of the inference thread."""
+
+    ONLINE = "online"  # (re)connected to the broker
+    SOURCE = "source"  # the camera's state changed: (state, detail)
+    COMMAND = "command"  # a cmd/<name> message: (name, payload)
+    RELOAD = "reload"  # reason
+    ANNOUNCE = "announce"  # Home Assistant came online
+    POSE = "pose"  # the robot's retained pose message: payload
+
+
+class Command(enum.StrEnum):
+    """The ``cmd/<name>`` topics the agent obeys."""
+
+    SCAN_START = "scan/start"
+    SCAN_STOP = "scan/stop"
+    RELOAD = "reload"
+
+
+class State(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class ScanEnd(enum.StrEnum):
+    """Why a scan ended: the ``reason`` of its final counts."""
+
+    STOPPED = "scan_stop"  # cmd/scan/stop
+    REPLACED = "scan_start"  # a new scan started
+    INTERVAL = "interval"  # scan.interval_s
+    END_OF_SOURCE = "end_of_source"  # the video or folder is over
+    SHUTDOWN = "shutdown"  # SIGTERM / SIGINT
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig, pipeline: FramePipeline, capture: Any, outbox: Any, link: Any,
+                 bundles: Any, events: queue.Queue[tuple[AgentEvent, Any]]) -> None:  # fmt: skip
         self.cfg = cfg
         self.device = cfg.device.id
         self.topics = Topics(cfg.device.prefix, self.device)
-        self.trusted = None
-        if cfg.model.trusted_keys:
-            from edge.signing import load_public_keys
-
-            self.trusted = load_public_keys(list(cfg.model.trusted_keys))
-        self.clf = Classifier.from_bundle(cfg.model.bundle, cfg.model.threads, self.trusted)
-        self.fingerprint = bundle_fingerprint(cfg.model.bundle)
-        state = Path(cfg.device.state_dir)
-        self.outbox = Outbox(state / f"outbox-{self.device}.sqlite", cfg.outbox.max_messages, cfg.outbox.max_bytes)
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.pipeline, self.capture, self.outbox, self.link, self.bundles = pipeline, capture, outbox, link, bundles
+        self.events = events
         self.stop_flag = threading.Event()
         self.started = time.time()
-        # The broker sends the will, not us: it repeats the latest seq instead of taking one.
-        will = envelope("status", self.device, self.outbox.last_seq(), self.clf.bundle.model_id, state="offline")
-        ha = cfg.homeassistant
-        extra = {ha.status_topic: self._on_homeassistant_status} if ha.enabled else {}
         self.announced: set[str] = set()  # labels with a Home Assistant sensor config out
-        self.link = MqttLink(
-            cfg.mqtt, self.device, self.topics, self.outbox, self._on_command, self._on_connected, will, extra
-        )
-        self.capture = CaptureThread(make_source(cfg.source), self._on_source_state, cfg.source.fps,
-                                     tuple(cfg.source.reopen_backoff_s))  # type: ignore[arg-type]  # fmt: skip
-        inf = cfg.inference
-        self.smoother = Smoother(inf.smoothing_frames)
-        self.tracker = SightingTracker(inf.score_threshold, inf.min_frames, frozenset(inf.ignore_labels))
         self.scan: dict[str, Any] | None = None
-        self.latency: dict[str, deque[float]] = {
-            s: deque(maxlen=500) for s in ("preprocess", "invoke", "post", "frame")
-        }
+        self.pose: dict[str, Any] | None = None
         self.frames_done = 0
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
+        self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
+            Command.SCAN_START: self._cmd_scan_start,
+            Command.SCAN_STOP: lambda _body: self.stop_scan(ScanEnd.STOPPED),
+            Command.RELOAD: lambda _body: self.reload("cmd/reload"),
+        }
+        self._handlers: dict[AgentEvent, Callable[[Any], None]] = {
+            AgentEvent.ONLINE: lambda _: (self.publish_status(), self.announce()),
+            AgentEvent.ANNOUNCE: lambda _: self.announce(),
+            AgentEvent.SOURCE: lambda arg: self.publish_status(detail=arg[1][:300]),
+            AgentEvent.COMMAND: lambda arg: self._command(*arg),
+            AgentEvent.RELOAD: self.reload,
+            AgentEvent.POSE: self._pose,
+        }
 
     # -- publishing -----------------------------------------------------------------------------
-    def publish(self, kind: str, retain: bool = False, qos: int | None = None, **body: Any) -> None:
+    def model_id(self) -> dict[str, str]:
+        """The classifier's name, version and sha256: the ``model`` of every message."""
+        return self.pipeline.models()["classifier"]
+
+    def publish(self, kind: MessageKind, retain: bool = False, qos: int | None = None, **body: Any) -> None:
         qos = self.cfg.mqtt.qos if qos is None else qos
         # Durable (QoS >= 1) messages take the next seq; QoS 0 ones repeat the latest, so a gap in
         # seq always means a lost durable message.
-        topic, model = getattr(self.topics, kind), self.clf.bundle.model_id
+        topic, model = getattr(self.topics, kind), self.model_id()
         if qos == 0:
             self.link.publish_now(topic, envelope(kind, self.device, self.outbox.last_seq(), model, **body), retain)
         else:
             self.outbox.add(topic, lambda seq: envelope(kind, self.device, seq, model, **body), qos, retain)
             self.link.wake()
 
+    def publish_status(self, **extra: Any) -> None:
+        models = self.pipeline.models()
+        self.publish(MessageKind.STATUS, retain=True, state=State.ONLINE, source=self.capture.state,
+                     pipeline=self.pipeline.mode, **({"detector": models["detector"]} if "detector" in models else {}),
+                     **extra)  # fmt: skip
+
     def error(self, message: str, **context: Any) -> None:
         log.error("%s", message)
-        self.publish("error", error=message, **context)
-
-    # -- callbacks from other threads: only queue events ----------------------------------------
-    def _on_connected(self) -> None:
-        self.events.put(("online", None))
-
-    def _on_source_state(self, state: str, detail: str) -> None:
-        self.events.put(("source", (state, detail)))
-
-    def _on_command(self, name: str, payload: bytes) -> None:
-        self.events.put(("command", (name, payload)))
-
-    def _on_homeassistant_status(self, topic: str, payload: bytes) -> None:
-        if payload.strip().lower() == b"online":
-            self.events.put(("announce", "Home Assistant online"))
-
-    def request_reload(self, reason: str) -> None:
-        self.events.put(("reload", reason))
+        self.publish(MessageKind.ERROR, error=message, **context)
 
     # -- event handling (inference thread) ------------------------------------------------------
-    def _handle_events(self) -> None:
+    def handle_events(self) -> None:
         while True:
             try:
                 kind, arg = self.events.get_nowait()
             except queue.Empty:
                 return
-            if kind == "online":
-                self.publish("status", retain=True, state="online", source=self.capture.state)
-                self.announce()
-            elif kind == "announce":
-                self.announce()
-            elif kind == "source":
-                state, detail = arg
-                self.publish("status", retain=True, state="online", source=state, detail=detail[:300])
-            elif kind == "command":
-                self._command(*arg)
-            elif kind == "reload":
-                self.reload(arg)
+            self._handlers[kind](arg)
 
     def _command(self, name: str, payload: bytes) -> None:
         try:
@@ -139,71 +136,80 @@ class Agent:
         except (ValueError, UnicodeDecodeError) as exc:
             self.error(f"malformed command on cmd/{name}: {str(exc)[:200]}", command=name[:100])
             return
-        if name == "scan/start":
-            scan_id, location = body.get("scan_id"), body.get("location", "")
-            if not isinstance(scan_id, str) or not scan_id or not isinstance(location, str):
-                self.error("cmd/scan/start needs a non-empty string 'scan_id' (and optional string 'location')",
-                           command=name)  # fmt: skip
-                return
-            self.start_scan(scan_id[:200], location[:200])
-        elif name == "scan/stop":
-            self.stop_scan()
-        elif name == "reload":
-            self.reload("cmd/reload")
-        else:
+        handler = self._commands.get(name)
+        if handler is None:
             self.error(f"unknown command cmd/{name[:100]}", command=name[:100])
+            return
+        handler(body)
+
+    def _cmd_scan_start(self, body: dict[str, Any]) -> None:
+        scan_id, location = body.get("scan_id"), body.get("location", "")
+        if not isinstance(scan_id, str) or not scan_id or not isinstance(location, str):
+            self.error("cmd/scan/start needs a non-empty string 'scan_id' (and optional string 'location')",
+                       command=Command.SCAN_START)  # fmt: skip
+            return
+        self.start_scan(scan_id[:200], location[:200])
+
+    def _pose(self, payload: bytes) -> None:
+        """The robot's odometry (retained): ``x_m`` along the aisle, optional ``y_m``, ``aisle``, ``heading``."""
+        try:
+            body = json.loads(payload.decode("utf-8"))
+            if not isinstance(body, dict) or not isinstance(body.get("x_m", 0.0), int | float):
+                raise ValueError("expected a JSON object with a numeric x_m")
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.error(f"malformed pose on {self.cfg.counting.pose_topic or 'pose'}: {str(exc)[:200]}")
+            return
+        self.pose = {k: v for k, v in body.items() if k in ("x_m", "y_m", "aisle", "heading", "ts")}
 
     # -- scans ----------------------------------------------------------------------------------
     def start_scan(self, scan_id: str, location: str = "") -> None:
         if self.scan is not None:
-            self.stop_scan()
+            self.stop_scan(ScanEnd.REPLACED)
         self.scan = {"scan_id": scan_id, "location": location, "started": time.time()}
-        self.tracker.counts.clear()
-        self.tracker.current = None
-        self.smoother.reset()
+        self.pipeline.start_scan()
         log.info("scan %s started (%s)", scan_id, location or "no location")
         self._publish_counts(final=False)
 
-    def stop_scan(self) -> None:
+    def stop_scan(self, reason: ScanEnd) -> None:
         if self.scan is None:
             return
-        done = self.tracker.close()
-        if done is not None:
-            self._publish_sighting(done)
-        self._publish_counts(final=True)
-        log.info("scan %s ended: %s", self.scan["scan_id"], dict(self.tracker.counts))
+        self._publish_reports(self.pipeline.end_scan())
+        shelfmap = getattr(self.pipeline, "shelfmap", None)
+        if shelfmap is not None:
+            self.publish(MessageKind.SHELFMAP, retain=True, **self._scan_fields(), **shelfmap())
+        self._publish_counts(final=True, reason=reason)
+        log.info("scan %s ended (%s): %s", self.scan["scan_id"], reason, self.pipeline.counts())
         self.scan = None
 
-    def _publish_sighting(self, s: Sighting) -> None:
+    def _scan_fields(self) -> dict[str, Any]:
         assert self.scan is not None
-        self.publish("sighting", scan_id=self.scan["scan_id"], location=self.scan["location"], label=s.label,
-                     mean_score=round(s.mean_score, 4), max_score=round(s.max_score, 4), frames=s.frames,
-                     first_ts=_ts(s.first_ts), last_ts=_ts(s.last_ts))  # fmt: skip
+        return {"scan_id": self.scan["scan_id"], "location": self.scan["location"]}
+
+    def _publish_reports(self, reports: list[Report]) -> None:
+        if not reports or self.scan is None:
+            return
+        for r in reports:
+            self.publish(MessageKind(r.kind), **self._scan_fields(), **r.body)
         self._publish_counts(final=False)
 
-    def _publish_counts(self, final: bool) -> None:
+    def _publish_counts(self, final: bool, reason: ScanEnd | None = None) -> None:
         assert self.scan is not None
-        self.publish("counts", retain=True, scan_id=self.scan["scan_id"], location=self.scan["location"],
-                     counts=dict(sorted(self.tracker.counts.items())), final=final,
-                     started=_ts(self.scan["started"]))  # fmt: skip
+        self.publish(MessageKind.COUNTS, retain=True, **self._scan_fields(), **self.pipeline.counts(), final=final,
+                     started=rfc3339(self.scan["started"]), pipeline=self.pipeline.mode,
+                     **({"reason": reason} if reason else {}))  # fmt: skip
 
     # -- model reload ---------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
-        path = self.cfg.model.bundle
+        """Load every bundle again (signature checked); on any failure keep running the old models."""
+        old = self.pipeline.models()
         try:
-            new = Classifier.from_bundle(path, self.cfg.model.threads, self.trusted)
+            self.bundles.reload_into(self.pipeline)
         except ShelfscanError as exc:
-            self.error(f"reload ({reason}) refused, keeping {self.clf.bundle.manifest.name} "
-                       f"{self.clf.bundle.manifest.version}: {exc}", reason=reason)  # fmt: skip
-            self.fingerprint = bundle_fingerprint(path)
+            names = ", ".join(f"{m['name']} {m['version']}" for m in old.values())
+            self.error(f"reload ({reason}) refused, keeping {names}: {exc}", reason=reason)
             return
-        old = self.clf.bundle.model_id
-        self.clf = new
-        self.fingerprint = bundle_fingerprint(path)
-        self.smoother.reset()
-        self.tracker.current = None
-        log.info("model reloaded (%s): %s -> %s", reason, old, new.bundle.model_id)
-        self.publish("status", retain=True, state="online", source=self.capture.state, reloaded_from=old)
+        log.info("models reloaded (%s): %s -> %s", reason, old, self.pipeline.models())
+        self.publish_status(reloaded_from=old["classifier"])
         self.announce()
 
     def announce(self) -> None:
@@ -213,9 +219,9 @@ class Agent:
             return
         from edge.homeassistant import config_topic, discovery_messages
 
-        labels = [lb for lb in self.clf.labels if lb not in self.cfg.inference.ignore_labels]
+        labels = self.pipeline.labels()
         for topic, payload in discovery_messages(ha.discovery_prefix, self.device, self.topics, labels,
-                                                 self.clf.bundle.model_id):  # fmt: skip
+                                                 self.model_id()):  # fmt: skip
             self.link.publish_now(topic, payload, retain=True, qos=1)
         for gone in self.announced - set(labels):
             self.link.publish_now(config_topic(ha.discovery_prefix, self.device, gone), b"", retain=True, qos=1)
@@ -233,22 +239,24 @@ class Agent:
         if interval:
             watchdog = Watchdog(interval, lambda: self.progress, stall_after=max(interval, 5.0))
             watchdog.start()
-        notify(f"READY=1\nSTATUS=running {self.clf.bundle.manifest.name} {self.clf.bundle.manifest.version}")
+        model = self.model_id()
+        notify(f"READY=1\nSTATUS=running {self.pipeline.mode} {model['name']} {model['version']}")
         if self.cfg.scan.auto_start:
             self.start_scan(f"auto-{int(time.time())}")
         last_stats = last_watch = last_scan = time.monotonic()
         min_gap = 1.0 / self.cfg.inference.max_fps
         last_frame = 0.0
         while not self.stop_flag.is_set():
-            self._handle_events()
+            self.handle_events()
             now = time.monotonic()
             self.progress = now
             if now - last_watch >= self.cfg.model.watch_interval_s:
                 last_watch = now
-                if bundle_fingerprint(self.cfg.model.bundle) != self.fingerprint:
+                if self.bundles.changed():
                     self.reload("bundle path changed")
             if self.cfg.scan.interval_s and now - last_scan >= self.cfg.scan.interval_s:
                 last_scan = now
+                self.stop_scan(ScanEnd.INTERVAL)
                 self.start_scan(f"auto-{int(time.time())}")
             if now - last_stats >= self.cfg.publish.stats_interval_s:
                 last_stats = now
@@ -269,44 +277,34 @@ class Agent:
         return self.shutdown()
 
     def process(self, image: np.ndarray, ts: float) -> None:
-        t0 = time.perf_counter()
-        self.clf.preprocessor.from_bgr(image)
-        t1 = time.perf_counter()
-        self.clf.run_model()
-        t2 = time.perf_counter()
-        smoothed = self.smoother.update(self.clf.output_scores())
-        best = int(smoothed.argmax())
-        if self.scan is not None:
-            done = self.tracker.update(self.clf.labels[best], float(smoothed[best]), ts)
-            if done is not None:
-                self._publish_sighting(done)
+        self._publish_reports(self.pipeline.process(image, ts, self.pose))
+        top_k = getattr(self.pipeline, "top_k", None)
         if (
-            self.cfg.publish.classification
+            top_k is not None
+            and self.cfg.publish.classification
             and ts - self._last_classification >= 1 / self.cfg.publish.classification_max_rate
         ):
             self._last_classification = ts
-            top = self.clf.predictions(smoothed, self.cfg.inference.top_k)
-            self.publish("classification", qos=0, frame_ts=_ts(ts),
-                         top_k=[{"label": p.label, "score": round(p.score, 4)} for p in top])  # fmt: skip
-        t3 = time.perf_counter()
-        for stage, value in (("preprocess", t1 - t0), ("invoke", t2 - t1), ("post", t3 - t2), ("frame", t3 - t0)):
-            self.latency[stage].append(value)
+            best = [{"label": p.label, "score": round(p.score, 4)} for p in top_k(self.cfg.inference.top_k)]
+            self.publish(MessageKind.CLASSIFICATION, qos=0, frame_ts=rfc3339(ts), top_k=best)
         self.frames_done += 1
 
     def publish_stats(self) -> None:
-        lat = {s: {"p50": _pct(v, 50), "p95": _pct(v, 95)} for s, v in self.latency.items()}
         uptime = time.time() - self.started
-        self.publish("stats", qos=0, fps=round(self.frames_done / max(uptime, 1e-9), 2), latency_ms=lat,
-                     frames=self.frames_done, dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
+        self.publish(MessageKind.STATS, qos=0, fps=round(self.frames_done / max(uptime, 1e-9), 2),
+                     latency_ms=self.pipeline.clock.percentiles_ms(50, 95), frames=self.frames_done,
+                     dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
-                     mqtt_connected=self.link.connected.is_set())  # fmt: skip
+                     mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
+                     **getattr(self.pipeline, "stats", dict)())  # fmt: skip
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:
         self.capture.stop()
-        if self.capture.ended.is_set() and self.scan is not None:
-            self.stop_scan()  # the video is over: this scan is complete
-        self._handle_events()
-        self.publish("status", retain=True, state="offline")
+        if self.scan is not None:
+            # the video is over: this scan is complete; a signal: the scan ends here, and says so
+            self.stop_scan(ScanEnd.END_OF_SOURCE if self.capture.ended.is_set() else ScanEnd.SHUTDOWN)
+        self.handle_events()
+        self.publish(MessageKind.STATUS, retain=True, state=State.OFFLINE)
         flushed = self.link.flush(flush_timeout)
         if not flushed:
             log.warning("%d messages not acknowledged yet; they stay in the outbox for the next start",
@@ -319,12 +317,4 @@ class Agent:
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_flag.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_flag.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.request_reload("SIGHUP"))
-
-
-def _ts(t: float) -> str:
-    return rfc3339(t)
-
-
-def _pct(values: deque[float], q: int) -> float | None:
-    return round(1e3 * float(np.percentile(np.fromiter(values, float), q)), 3) if values else None
+        signal.signal(signal.SIGHUP, lambda *_: self.events.put((AgentEvent.RELOAD, "SIGHUP")))

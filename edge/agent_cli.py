@@ -70,10 +70,10 @@ def watch(url: str, prefix: str, once: float | None, as_json: bool, interval: fl
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.agent import Agent
+    from edge.agent_setup import build_agent
     from edge.config import load_config
 
-    agent = Agent(load_config(args.config))
+    agent = build_agent(load_config(args.config))
     agent.install_signals()
     return agent.run()
 

@@ -23,9 +23,6 @@ from edge.errors import ShelfscanError
 from edge.messages import envelope
 from edge.progress import Progress
 from edge.runtime import Classifier
-from edge.sightings import Smoother
-
-STAGES = ("decode", "preprocess", "invoke", "postprocess", "publish", "total")
 
 
 def summarize(samples_s: list[float]) -> dict[str, float]:
@@ -106,41 +103,70 @@ def _rss_mb() -> float:
 
 
 def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: int, compare_raw: bool,
-              device_id: str = "bench") -> dict[str, Any]:  # fmt: skip
+              device_id: str = "bench", detector: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """One configuration through the agent's own frame pipeline (``edge.pipelines``), stage by stage.
+
+    With ``detector`` the pipeline is detect_classify: ``bundle`` is the classifier that names
+    each facing the detector finds.
+    """
+    from edge.agent_setup import build_pipeline
+    from edge.config import CountingConfig, InferenceConfig
+
     t0 = time.perf_counter()
-    clf = Classifier.from_bundle(bundle, threads)
+    models: dict[str, Any] = {"classifier": Classifier.from_bundle(bundle, threads)}
+    if detector is not None:
+        from edge.detector import Detector
+
+        models["detector"] = Detector.from_bundle(detector, threads)
     load_s = time.perf_counter() - t0
-    smoother = Smoother(3)
-    times: dict[str, list[float]] = {s: [] for s in STAGES}
+    inference = InferenceConfig(pipeline="detect_classify" if detector else "classify")
+    pipeline = build_pipeline(models, inference, CountingConfig())
+    pipeline.start_scan()
+    clf = models["classifier"]
+    decode, publish, total = [], [], []
     first_s = 0.0
     for i in range(warmup + runs):
+        if i == warmup:
+            pipeline.clock.clear()
         a = time.perf_counter()
         frame = cv2.imdecode(np.frombuffer(feed.get(i), np.uint8), cv2.IMREAD_COLOR)
         b = time.perf_counter()
-        clf.preprocessor.from_bgr(frame)
+        reports = pipeline.process(frame, time.time())
         c = time.perf_counter()
-        clf.run_model()
+        top = getattr(pipeline, "top_k", None)
+        if top is not None:
+            envelope("classification", device_id, i, clf.bundle.model_id,
+                     top_k=[{"label": p.label, "score": round(p.score, 4)} for p in top(3)])  # fmt: skip
+        for r in reports:
+            envelope(r.kind, device_id, i, clf.bundle.model_id, **r.body)
+        if reports or top is None:
+            envelope("counts", device_id, i, clf.bundle.model_id, **pipeline.counts())
         d = time.perf_counter()
-        top = clf.predictions(smoother.update(clf.output_scores()), 3)
-        e = time.perf_counter()
-        envelope("classification", device_id, i, clf.bundle.model_id,
-                 top_k=[{"label": p.label, "score": round(p.score, 4)} for p in top])  # fmt: skip
-        f = time.perf_counter()
         if i == 0:
-            first_s = f - a
+            first_s = d - a
         if i >= warmup:
-            for stage, value in zip(STAGES, (b - a, c - b, d - c, e - d, f - e, f - a), strict=True):
-                times[stage].append(value)
+            decode.append(b - a)
+            publish.append(d - c)
+            total.append(d - a)
+    stage_samples = {s: list(v) for s, v in pipeline.clock.samples.items() if s != "frame" and v}
+    if detector is None:  # the names the classify rows have always had
+        stage_samples["postprocess"] = stage_samples.pop("post")
+    stages = {"decode": summarize(decode), **{s: summarize(v) for s, v in stage_samples.items()},
+              "publish": summarize(publish), "total": summarize(total)}  # fmt: skip
+    det = models.get("detector")
     row: dict[str, Any] = {
         "bundle": str(bundle), "name": clf.bundle.manifest.name, "variant": clf.bundle.manifest.variant,
-        "version": clf.bundle.manifest.version, "threads": threads,
+        "version": clf.bundle.manifest.version, "threads": threads, "pipeline": str(pipeline.mode),
         "runtime": {"package": clf.backend.name, "version": clf.backend.version},
         "delegate": {"xnnpack_applied": clf.delegate.applied, "delegated_ops": clf.delegate.delegated_ops,
                      "total_ops": clf.delegate.total_ops, "delegate_nodes": clf.delegate.delegate_nodes},
         "cold_start_ms": {"load": round(1e3 * load_s, 3), "first_inference": round(1e3 * first_s, 3)},
-        "stages": {s: summarize(v) for s, v in times.items()},
+        "stages": stages,
         "rss_mb": round(_rss_mb(), 1),
     }  # fmt: skip
+    if det is not None:
+        row["detector"] = {"bundle": str(detector), **det.bundle.model_id, "variant": det.bundle.manifest.variant}
+        row["facings_per_frame"] = round(float(np.mean(pipeline.facings_per_frame[-runs:])), 2)
     row["fps"] = round(1e3 / row["stages"]["total"]["mean"], 2)
     if compare_raw:
         raw = []
@@ -149,14 +175,16 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
             clf.interpreter.invoke()
             raw.append(time.perf_counter() - s)
         row["raw_invoke_ms"] = summarize(raw)
-        row["invoke_vs_raw"] = round(row["stages"]["invoke"]["p50"] / row["raw_invoke_ms"]["p50"], 4)
+        if "invoke" in stages:
+            row["invoke_vs_raw"] = round(row["stages"]["invoke"]["p50"] / row["raw_invoke_ms"]["p50"], 4)
         row["overhead_vs_raw"] = round(row["stages"]["total"]["p50"] / row["raw_invoke_ms"]["p50"], 4)
     return row
 
 
 def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, video: str | None,
               eval_dir: str | None, compare_raw: bool, tolerance: float,
-              on_row: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:  # fmt: skip
+              on_row: Callable[[dict[str, Any]], None] | None = None,
+              detector: Path | None = None) -> dict[str, Any]:  # fmt: skip
     from edge.sysinfo import machine_info
 
     feed = FrameFeed(video, limit=max(runs + warmup, 1))
@@ -171,7 +199,7 @@ def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, v
     with Progress(len(bundles) * len(threads), "bench", unit="config") as bar:
         for b in bundles:
             for t in threads:
-                row = bench_one(b, t, feed, runs, warmup, compare_raw)
+                row = bench_one(b, t, feed, runs, warmup, compare_raw, detector=detector)
                 row["top1"] = accuracy.get(str(b))
                 rows.append(row)
                 if on_row:
@@ -190,24 +218,33 @@ def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, v
 
 
 def format_table(report: dict[str, Any]) -> str:
-    head = (f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} {'decode':>7} {'prep':>7} {'invoke':>8} "
-            f"{'post':>6} {'pub':>6} {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7} {'xnn':>7}")  # fmt: skip
-    lines = [head, "-" * len(head)]
-    for r in report["results"]:
-        s = r["stages"]
-        top1 = f"{100 * r['top1']:.1f}%" if r.get("top1") is not None else "-"
-        name = f"{r['name']}-{r['variant']}"[:24]
-        cold = r["cold_start_ms"]
-        lines.append(
-            f"{name:<24} {r['threads']:>3} {cold['load']:>8.1f} {cold['first_inference']:>8.1f} "
-            f"{s['decode']['p50']:>7.2f} {s['preprocess']['p50']:>7.2f} {s['invoke']['p50']:>8.2f} "
-            f"{s['postprocess']['p50']:>6.2f} {s['publish']['p50']:>6.2f} {s['total']['p50']:>8.2f} "
-            f"{s['total']['p99']:>8.2f} {r['fps']:>7.1f} {top1:>7} "
-            f"{r['delegate']['delegated_ops']:>3}/{r['delegate']['total_ops']:<3}"
-        )
-        if "invoke_vs_raw" in r:
-            lines.append(f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "
-                         f"{r['invoke_vs_raw']:.3f}, frame path/raw {r['overhead_vs_raw']:.3f}")  # fmt: skip
+    """One table per pipeline: its own stage columns (p50 ms), then the frame total, fps and accuracy."""
+    lines: list[str] = []
+    for mode in dict.fromkeys(r.get("pipeline", "classify") for r in report["results"]):
+        rows = [r for r in report["results"] if r.get("pipeline", "classify") == mode]
+        stages = [s for s in rows[0]["stages"] if s != "total"]
+        names = {"preprocess": "prep", "postprocess": "post", "publish": "pub"}
+        head = (f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} "
+                + " ".join(f"{names.get(s, s):>8}" for s in stages)
+                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7} {'xnn':>7}")  # fmt: skip
+        if mode != "classify":
+            lines.append(f"pipeline {mode}: detector {Path(rows[0]['detector']['bundle']).name}, "
+                         f"{rows[0].get('facings_per_frame', '?')} facings per frame")  # fmt: skip
+        lines += [head, "-" * len(head)]
+        for r in rows:
+            s = r["stages"]
+            top1 = f"{100 * r['top1']:.1f}%" if r.get("top1") is not None else "-"
+            name = f"{r['name']}-{r['variant']}"[:24]
+            cold = r["cold_start_ms"]
+            lines.append(
+                f"{name:<24} {r['threads']:>3} {cold['load']:>8.1f} {cold['first_inference']:>8.1f} "
+                + " ".join(f"{s[st]['p50']:>8.2f}" for st in stages)
+                + f" {s['total']['p50']:>8.2f} {s['total']['p99']:>8.2f} {r['fps']:>7.1f} {top1:>7} "
+                f"{r['delegate']['delegated_ops']:>3}/{r['delegate']['total_ops']:<3}"
+            )
+            if "invoke_vs_raw" in r:
+                lines.append(f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "
+                             f"{r['invoke_vs_raw']:.3f}, frame path/raw {r['overhead_vs_raw']:.3f}")  # fmt: skip
     m = report["machine"]
     lines.append(f"machine: {m.get('cpu')}, {m.get('cores_available')} cores, governor {m.get('governor', '?')}, "
                  f"{m.get('temperature_c', '?')} °C, throttled {m.get('throttled', '?')}; peak RSS "

@@ -15,7 +15,11 @@ from edge.errors import ShelfscanError
 def register(sub: Any, handlers: dict[str, Any]) -> None:
     p = sub.add_parser("bench", help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
                        description="Sweep every bundle x thread count through the agent's own frame path.")  # fmt: skip
-    p.add_argument("bundles", nargs="+", metavar="BUNDLE_OR_DIR", help="bundle directories, or folders of bundles")
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE_OR_DIR",
+                   help="classifier bundle directories, or folders of bundles")  # fmt: skip
+    p.add_argument("--detector", metavar="BUNDLE",
+                   help="a facing detector bundle: bench the detect_classify pipeline (detect, crops, classify "
+                   "each crop, track, publish) with each classifier bundle")  # fmt: skip
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=int, default=100, help="measured frames per configuration")
     p.add_argument("--warmup", type=int, default=10, help="frames before measuring")
@@ -48,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
         from edge.config import load_config
 
         cfg = load_config(args.config)
+    detector = Path(args.detector) if args.detector else None
     report = run_bench(bundles_in(args.bundles), threads, args.runs, args.warmup, args.source, args.eval,
-                       args.compare_raw, args.tolerance)  # fmt: skip
+                       args.compare_raw, args.tolerance, detector=detector)  # fmt: skip
     device = cfg.device.id if cfg else socket.gethostname()
     doc = json.loads(envelope("bench", device, 0, None, **json.loads(dumps(report))))
     text = json.dumps(doc, indent=2)

@@ -30,7 +30,14 @@ class DeviceConfig(_Section):
 
 
 class ModelConfig(_Section):
-    bundle: Path = Field(description="Bundle directory (or a 'current' symlink to one); watched for changes.")
+    bundle: Path = Field(
+        description="Classifier bundle directory (or a 'current' symlink to one); watched for changes."
+    )
+    detector: Path | None = Field(
+        None,
+        description="Facing detector bundle (task detect) for inference.pipeline = detect_classify; watched "
+        "for changes like bundle.",
+    )
     threads: int | None = Field(None, ge=1, le=64, description="Interpreter threads (default: cores, at most 4).")
     trusted_keys: list[Path] = Field(
         default_factory=list, description="ed25519 public keys (PEM); when set, unsigned bundles are refused."
@@ -62,12 +69,35 @@ class SourceConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    max_fps: float = Field(10.0, gt=0, description="Upper bound on frames classified per second.")
+    pipeline: Literal["classify", "detect_classify"] = Field(
+        "classify",
+        description="classify: the whole frame is one product view (sightings); detect_classify: detect every "
+        "facing, classify each crop, track and count each physical facing once (needs model.detector).",
+    )
+    max_fps: float = Field(10.0, gt=0, description="Upper bound on frames processed per second.")
     score_threshold: float = Field(0.5, ge=0, le=1, description="Smoothed score a label needs to count as seen.")
     top_k: int = Field(3, ge=1, le=20, description="Labels kept per frame (classification messages).")
     smoothing_frames: int = Field(3, ge=1, le=100, description="Scores are averaged over this many frames.")
     min_frames: int = Field(3, ge=1, description="A run of at least this many confident frames is one sighting.")
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never reported (e.g. 'background').")
+
+
+class CountingConfig(_Section):
+    """How the detect_classify pipeline counts facings (docs/tracking.md)."""
+
+    line: float = Field(0.5, ge=0.05, le=0.95,
+                        description="Counting line as a share of the frame width, perpendicular to the pan: a "
+                        "facing counts once, when its centre crosses it.")  # fmt: skip
+    min_agreement: float = Field(0.5, ge=0, le=1,
+                                 description="A track's label needs this share of its score-weighted votes; "
+                                 "below it the facing is reported as 'unknown'.")  # fmt: skip
+    min_votes: int = Field(2, ge=1, description="Crops classified before a track may be named.")
+    gap_share: float = Field(0.7, gt=0,
+                             description="An empty span wider than this share of the row's median facing width "
+                             "is an out-of-stock gap.")  # fmt: skip
+    pose_topic: str | None = Field(None,
+                                   description="Retained robot pose topic (JSON with x_m, optional aisle); "
+                                   "default <prefix>/<device id>/pose.")  # fmt: skip
 
 
 class ScanConfig(_Section):
@@ -121,11 +151,18 @@ class AgentConfig(_Section):
     model: ModelConfig
     source: SourceConfig
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
     scan: ScanConfig = Field(default_factory=ScanConfig)
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+
+    @model_validator(mode="after")
+    def _pipeline_models(self) -> AgentConfig:
+        if self.inference.pipeline == "detect_classify" and self.model.detector is None:
+            raise ValueError("inference.pipeline detect_classify needs model.detector (a detect bundle)")
+        return self
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

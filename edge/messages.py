@@ -7,12 +7,32 @@ against them.
 
 from __future__ import annotations
 
+import enum
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-SCHEMA_VERSION = 1
-TYPES = ("status", "sighting", "counts", "classification", "stats", "error", "bench")
+#: 2: ``facing``, ``gap`` and ``shelfmap`` messages; ``counts`` gained ``pipeline``, ``reason`` and, in the
+#: detect_classify pipeline, ``facings``, ``gaps``, ``unknown`` and ``rows`` (docs/agent.md, "Schema version 2").
+SCHEMA_VERSION = 2
+
+
+class MessageKind(enum.StrEnum):
+    """Every message type; each is the last topic level and has a schema in docs/schemas/."""
+
+    STATUS = "status"
+    SIGHTING = "sighting"
+    FACING = "facing"
+    GAP = "gap"
+    COUNTS = "counts"
+    SHELFMAP = "shelfmap"
+    CLASSIFICATION = "classification"
+    STATS = "stats"
+    ERROR = "error"
+    BENCH = "bench"
+
+
+_KINDS = frozenset(k.value for k in MessageKind)
 
 
 def rfc3339(ts: float | None = None) -> str:
@@ -25,9 +45,14 @@ class Topics:
         self.base = f"{prefix}/{device_id}"
 
     def __getattr__(self, name: str) -> str:
-        if name in TYPES:
+        if name in _KINDS:
             return f"{self.base}/{name}"
         raise AttributeError(name)
+
+    @property
+    def pose(self) -> str:
+        """The robot's odometry, published (retained) by the robot, read by the agent."""
+        return f"{self.base}/pose"
 
     @property
     def commands(self) -> str:
@@ -39,7 +64,7 @@ class Topics:
 
 
 def envelope(kind: str, device_id: str, seq: int, model: dict[str, str] | None, **body: Any) -> bytes:
-    """Serialize one message; ``kind`` is one of :data:`TYPES`."""
+    """Serialize one message of ``kind`` (a :class:`MessageKind`)."""
     doc = {
         "schema": f"shelfscan.{kind}",
         "schema_version": SCHEMA_VERSION,

@@ -78,6 +78,11 @@ class SightingTracker:
             self.current.add(ts, score)
         return None
 
+    def reset(self) -> None:
+        """A new scan: no open run, no counts."""
+        self.current = None
+        self.counts.clear()
+
     def close(self) -> Sighting | None:
         """End the open run (scan stop, shutdown); it counts if it was long enough."""
         run, self.current = self.current, None
