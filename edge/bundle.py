@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "model.tflite"
 LABELS_NAME = "labels.txt"
 #: What a caller may choose about a detector; everything else in ``detection`` is read from the model.
-DETECTION_SETTINGS = ("score_threshold", "nms_iou", "max_detections")
+DETECTION_SETTINGS = ("score_threshold", "nms_iou", "max_detections", "crop_margin", "crop_resize")
 _USE = {
     "classify": "shelfscan-agent classify / edge.runtime.Classifier",
     "detect": "shelfscan-agent detect / edge.detector.Detector",

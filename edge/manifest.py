@@ -85,6 +85,18 @@ class DetectionSpec(_Strict):
         "IoU (tflite_postprocess models did their own suppression).",
     )
     max_detections: int = Field(100, gt=0, description="At most this many boxes per frame, best first.")
+    crop_margin: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="How a box becomes the classifier's input (detect_classify): the box grown by this share of "
+        "its width and height on every side, clipped to the frame ...",
+    )
+    crop_resize: Literal["stretch", "center_crop"] = Field(
+        "stretch",
+        description="... then resized by the classifier's own preprocessing with this resize policy (stretch keeps "
+        "the whole facing, which is how the facing was composed from its photo).",
+    )
     outputs: dict[str, TensorSpec] = Field(
         description="Output tensors by role: heatmap and boxes (centernet); boxes, classes, scores and count "
         "(tflite_postprocess). Roles are told apart by shape, never by output order."

@@ -180,6 +180,21 @@ class Classifier:
         self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
         self.interpreter.invoke()
 
+    def crop_preprocessor(self, resize: str) -> Preprocessor:
+        """A second preprocessor for facing crops: this bundle's preprocessing, another resize policy.
+
+        The detect_classify pipeline feeds it each detected facing; the detect bundle's manifest
+        says which policy (``detection.crop_resize``), so the crop rule is recorded, not guessed.
+        """
+        spec = self.bundle.spec.model_copy(update={"resize": resize})
+        return Preprocessor(spec, self.io.input.dtype, self.io.input.scale, self.io.input.zero_point)  # type: ignore[arg-type]
+
+    def classify_prepared(self, buffer: np.ndarray, k: int = 1) -> list[Prediction]:
+        """Top-``k`` for an input tensor another preprocessor filled (a facing crop)."""
+        self.interpreter.set_tensor(self._in, buffer)
+        self.interpreter.invoke()
+        return self.top_predictions(k)
+
     def invoke(self) -> np.ndarray:
         """Run the model on the preprocessor's buffer; returns scores (probabilities if softmax)."""
         self.run_model()
