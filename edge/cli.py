@@ -72,7 +72,7 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from edge import agent_cli, bench_cli, classify_cli, detect_cli
+    from edge import agent_cli, bench_cli, classify_cli, detect_cli, shelfmap_cli
 
     parser = argparse.ArgumentParser(
         prog="shelfscan-agent",
@@ -86,6 +86,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     detect_cli.register(sub, handlers)
     agent_cli.register(sub, handlers)
     bench_cli.register(sub, handlers)
+    shelfmap_cli.register(sub, handlers)
     return parser, handlers
 
 
