@@ -82,22 +82,46 @@ class InferenceConfig(_Section):
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never reported (e.g. 'background').")
 
 
-class CountingConfig(_Section):
-    """How the detect_classify pipeline counts facings (docs/tracking.md)."""
+#: The gap rule, shared by the agent's counter and the composer's truth (trainer/shelf_composer.py).
+GAP_SHARE = 0.7
 
-    line: float = Field(0.5, ge=0.05, le=0.95,
+
+class CountingConfig(_Section):
+    """How the detect_classify pipeline tracks and counts facings (docs/tracking.md)."""
+
+    line: float = Field(0.5, gt=0, lt=1,
                         description="Counting line as a share of the frame width, perpendicular to the pan: a "
                         "facing counts once, when its centre crosses it.")  # fmt: skip
-    min_agreement: float = Field(0.5, ge=0, le=1,
-                                 description="A track's label needs this share of its score-weighted votes; "
-                                 "below it the facing is reported as 'unknown'.")  # fmt: skip
-    min_votes: int = Field(2, ge=1, description="Crops classified before a track may be named.")
-    gap_share: float = Field(0.7, gt=0,
+    match_iou: float = Field(0.3, gt=0, le=1,
+                             description="Shelf-coordinate IoU a box needs to continue a track (true matches score "
+                             "0.8-0.95, touching neighbours about 0).")  # fmt: skip
+    max_missed: int = Field(3, ge=0, description="Frames a track survives without a box (a missed detection or two).")
+    min_hits: int = Field(
+        3, ge=1, description="Boxes a track needs before it may count (a one-frame false box never does)."
+    )
+    min_votes: int = Field(2, ge=1, description="Crop classifications a facing needs for a label; fewer: 'unknown'.")
+    settle_votes: int = Field(16, ge=1,
+                              description="Classifications that settle a facing's label; its facing message waits "
+                              "for them (or for its track to end).")  # fmt: skip
+    min_agreement: float = Field(0.5, ge=0, lt=1,
+                                 description="The winning label needs more than this share of the track's "
+                                 "score-weighted votes; otherwise the facing is reported as 'unknown'.")  # fmt: skip
+    duplicate_iou: float = Field(0.3, gt=0, le=1,
+                                 description="A new track overlapping an already counted facing of its row this much "
+                                 "is that facing (stop-and-go, a reversing robot): never counted twice.")  # fmt: skip
+    row_gap: float = Field(0.5, gt=0, description="A box farther than this many box heights from all rows starts one.")
+    gap_share: float = Field(GAP_SHARE, gt=0,
                              description="An empty span wider than this share of the row's median facing width "
                              "is an out-of-stock gap.")  # fmt: skip
+    count_edges: bool = Field(True,
+                              description="Also count facings the line never passes (behind it when the scan "
+                              "starts or the robot reverses, ahead of it when the scan ends).")  # fmt: skip
+    direction_px: float = Field(4.0, ge=0,
+                                description="Camera travel (pixels) that settles which way it moves (jitter below "
+                                "it does not).")  # fmt: skip
     pose_topic: str | None = Field(None,
-                                   description="Retained robot pose topic (JSON with x_m, optional aisle); "
-                                   "default <prefix>/<device id>/pose.")  # fmt: skip
+                                   description="Retained robot pose topic (JSON with x_m, optional y_m, aisle, "
+                                   "heading); default <prefix>/<device id>/pose.")  # fmt: skip
 
 
 class ScanConfig(_Section):

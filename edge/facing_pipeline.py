@@ -7,8 +7,7 @@ in shelf coordinates, where ``edge.shelf_counter`` tracks them and counts each f
 crosses the counting line, finds the gaps and keeps the shelf map.
 
 Crops are classified one at a time on the classifier's batch-1 interpreter: resizing the input
-tensor to a batch costs a re-allocation per frame whenever the number of facings changes, and
-XNNPACK runs batch-1 depthwise convolutions as fast per image (docs/tracking.md has the numbers).
+tensor to a batch re-allocates the interpreter whenever the number of facings changes.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from edge.errors import ShelfscanError
 from edge.motion import MotionTracker
 from edge.pipelines import PipelineMode, Report, ReportKind, StageClock
 from edge.runtime import Classifier
-from edge.shelf_counter import CountingConfig as CounterSettings
 from edge.shelf_counter import FacingCounted, FacingCounter, GapFound
 
 log = logging.getLogger(__name__)
@@ -52,9 +50,7 @@ class DetectClassifyPipeline:
         self.inference, self.counting = inference, counting
         self.clock = StageClock(("detect", "crops", "classify", "track"))
         self.motion = MotionTracker()
-        self.counter = FacingCounter(CounterSettings(line=counting.line, min_votes=counting.min_votes,
-                                                     min_agreement=counting.min_agreement,
-                                                     gap_share=counting.gap_share))  # fmt: skip
+        self.counter = FacingCounter(counting)
         self.facings_per_frame: deque[int] = deque(maxlen=1000)
         self.crop_failures = 0
         self.scanning = False

@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.config import GAP_SHARE  # the agent's gap rule: truth and report agree
 from edge.errors import ImageError, ShelfscanError
 from edge.evaluate import is_class_tree, list_images
 from edge.preprocess import read_image
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 TRUTH_NAME = "shelves.json"
 TRUTH_SCHEMA = "shelfscan.shelves"
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
-GAP_SHARE = 0.7  # an empty span wider than this share of the median facing width is a gap
 
 
 @dataclass(frozen=True)
