@@ -166,7 +166,7 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
     }  # fmt: skip
     if det is not None:
         row["detector"] = {"bundle": str(detector), **det.bundle.model_id, "variant": det.bundle.manifest.variant}
-        row["facings_per_frame"] = round(float(np.mean(pipeline.facings_per_frame[-runs:])), 2)
+        row["facings_per_frame"] = round(float(np.mean(list(pipeline.facings_per_frame)[-runs:])), 2)
     row["fps"] = round(1e3 / row["stages"]["total"]["mean"], 2)
     if compare_raw:
         raw = []

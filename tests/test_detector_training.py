@@ -14,26 +14,11 @@ from edge.detect_decode import decode_centernet, frame_map
 from edge.detector import Detector
 from edge.errors import ShelfscanError
 from edge.preprocess import Preprocessor
+from tests.toydata import HUES, flat_photos
 from trainer.shelf_composer import PhotoLibrary, ShelfStyle, compose, compose_canvas, read_truth, row_gaps, write_set
 
-# Saturated, pairwise distinct colours: a facing's pixels can be found again by colour alone.
-HUES = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 128, 255),
-        (255, 0, 128), (128, 255, 0), (0, 0, 128), (0, 128, 0), (128, 0, 0)]  # fmt: skip
 CLEAN = ShelfStyle(run_length=(1, 1), facing_gap_px=(2, 8), zoom=(1.0, 1.0), perspective=0.0,
                    motion_blur_px=(0, 0), noise=(0.0, 0.0), exposure=(1.0, 1.0))  # fmt: skip
-
-
-def flat_photos(root: Path, aspects: tuple[float, ...] = (0.6, 1.0, 1.4)) -> Path:
-    """One photo per colour, each a flat patch padded with grey bars (as Freiburg pads its photos)."""
-    for i, colour in enumerate(HUES):
-        folder = root / f"class_{i % 3}"
-        folder.mkdir(parents=True, exist_ok=True)
-        h = 90
-        w = int(h * aspects[i % len(aspects)])
-        img = np.full((h + 20, w + 20, 3), 128, np.uint8)
-        img[10 : 10 + h, 10 : 10 + w] = colour
-        cv2.imwrite(str(folder / f"p{i:02d}.png"), img)
-    return root
 
 
 def colour_bbox(image: np.ndarray, colour: np.ndarray, tolerance: float) -> tuple[int, int, int, int] | None:
@@ -167,36 +152,10 @@ def test_photo_tree_without_usable_images_is_one_line(tmp_path, capsys, case):
         PhotoLibrary([], "empty")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, shared) -> dict[str, Path]:
-    """A tiny real detector: 96x128 input, a few shelves, two epochs; then fp32 and int8 bundles."""
-    from converter.cli import main as convert
-    from trainer.cli import main as train
-
-    root = tmp_path_factory.mktemp("det")
-    photos = flat_photos(root / "photos")
-    data = root / "data"
-    for split in ("train", "val"):
-        for d in photos.iterdir():
-            (data / split / d.name).mkdir(parents=True)
-            for p in d.iterdir():
-                (data / split / d.name / p.name).write_bytes(p.read_bytes())
-    weights = shared / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
-    run = root / "run"
-    args = [str(data), "--task", "detect", "--out", str(run), "--weights", str(weights), "--input-size", "96x128",
-            "--train-shelves", "24", "--val-shelves", "6", "--epochs", "2", "--score-threshold", "0.1"]  # fmt: skip
-    assert train(args) == 0
-    assert train([str(photos), "--compose", "4", "--seed", "9", "--out", str(root / "eval")]) == 0
-    rc = convert([str(run), "--out", str(root / "bundles"), "--variants", "fp32,int8", "--eval", str(root / "eval"),
-                  "--calibration-count", "8", "--max-drop", "100", "--bench-runs", "2"])  # fmt: skip
-    assert rc == 0
-    return {"run": run, "bundles": root / "bundles", "eval": root / "eval"}
-
-
 @pytest.mark.shared
 @pytest.mark.slow
-def test_detector_run_writes_the_run_directory(tiny_run):
-    run = tiny_run["run"]
+def test_detector_run_writes_the_run_directory(tiny_detector):
+    run = tiny_detector["run"]
     for name in ("model.keras", "labels.txt", "preprocessing.json", "config.json", "metrics.json", "report.html"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
@@ -205,26 +164,26 @@ def test_detector_run_writes_the_run_directory(tiny_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val"]["images"] == 6 and 0.0 <= metrics["val"]["ap50"] <= 1.0
     assert "AP50" in (run / "report.html").read_text()
-    comparison = json.loads((tiny_run["bundles"] / "comparison.json").read_text())
+    comparison = json.loads((tiny_detector["bundles"] / "comparison.json").read_text())
     assert comparison["task"] == "detect" and set(comparison["variants"]) == {"fp32", "int8"}
     assert comparison["gate_metric"] == "AP50"
 
 
 @pytest.mark.shared
 @pytest.mark.slow
-def test_edge_detector_reproduces_keras(tiny_run):
+def test_edge_detector_reproduces_keras(tiny_detector):
     """fp32 bundle: same outputs as Keras; decoded boxes within a pixel. int8: heatmap within a few steps."""
     import keras
 
-    model = keras.models.load_model(tiny_run["run"] / "model.keras", compile=False)
-    fp32 = Detector.from_bundle(tiny_run["bundles"] / "run-fp32", threads=1, score_threshold=0.01)
-    int8 = Detector.from_bundle(tiny_run["bundles"] / "run-int8", threads=1, score_threshold=0.01)
+    model = keras.models.load_model(tiny_detector["run"] / "model.keras", compile=False)
+    fp32 = Detector.from_bundle(tiny_detector["bundles"] / "run-fp32", threads=1, score_threshold=0.01)
+    int8 = Detector.from_bundle(tiny_detector["bundles"] / "run-int8", threads=1, score_threshold=0.01)
     assert fp32.bundle.manifest.task == "detect" and int8.io.input.dtype == "uint8"
-    doc = read_truth(tiny_run["eval"] / "shelves.json")
+    doc = read_truth(tiny_detector["eval"] / "shelves.json")
     pre = Preprocessor(fp32.bundle.spec, "float32")
     compared = 0
     for img in doc["images"]:
-        frame = cv2.imread(str(tiny_run["eval"] / img["file"]))
+        frame = cv2.imread(str(tiny_detector["eval"] / img["file"]))
         heat, boxes = (np.asarray(t) for t in model(pre.from_bgr(frame), training=False))
         theirs = fp32.detect_bgr(frame)
         tflite_heat = fp32.interpreter.get_tensor(fp32.io.outputs["heatmap"].index)

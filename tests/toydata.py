@@ -7,6 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# Saturated, pairwise distinct colours: a composed facing's pixels can be found again by colour alone.
+HUES = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255), (255, 255, 0), (0, 128, 255),
+        (255, 0, 128), (128, 255, 0), (0, 0, 128), (0, 128, 0), (128, 0, 0)]  # fmt: skip
 COLORS = {"red_box": (0, 0, 220), "green_can": (0, 200, 0), "blue_bag": (220, 60, 0)}
 
 
@@ -23,4 +26,17 @@ def make_dataset(root: Path, per_class: int = 8, size: int = 64, seed: int = 0) 
             else:
                 cv2.rectangle(img, (int(x0), int(y0)), (int(x0) + 30 + 6 * c, int(y0) + 36), color, -1)
             cv2.imwrite(str(root / name / f"{name}_{i:03d}.png"), img)
+    return root
+
+
+def flat_photos(root: Path, aspects: tuple[float, ...] = (0.6, 1.0, 1.4)) -> Path:
+    """One photo per colour, each a flat patch padded with grey bars (as Freiburg pads its photos)."""
+    for i, colour in enumerate(HUES):
+        folder = root / f"class_{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        h = 90
+        w = int(h * aspects[i % len(aspects)])
+        img = np.full((h + 20, w + 20, 3), 128, np.uint8)
+        img[10 : 10 + h, 10 : 10 + w] = colour
+        cv2.imwrite(str(folder / f"p{i:02d}.png"), img)
     return root
