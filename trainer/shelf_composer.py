@@ -215,35 +215,49 @@ def _board(img: np.ndarray, y0: int, y1: int, rng: np.random.Generator, scale: f
 
 
 def compose_canvas(library: PhotoLibrary, width: int, height: int, rng: np.random.Generator,
-                   style: ShelfStyle = ShelfStyle()) -> Shelf:  # fmt: skip
-    """Rows of facings on shelf boards over a wall, ``width`` x ``height``, before any camera effect."""
-    scale = width / 640
+                   style: ShelfStyle = ShelfStyle(), *, span: tuple[float, float] | None = None,
+                   rows_span: tuple[float, float] | None = None, scale: float | None = None) -> Shelf:  # fmt: skip
+    """Rows of facings on shelf boards over a wall, ``width`` x ``height``, before any camera effect.
+
+    By default it is a piece cut out of a longer shelf: facings run off both sides and rows off
+    the top and bottom. A shelf-pass video must show every facing whole, so ``span`` (x0, x1)
+    keeps the facings between x0 and x1 (plain wall and boards outside, nothing cut at the
+    ends) and ``rows_span`` (y0, y1) lays exactly the drawn number of whole rows between y0 and
+    y1, under the board of the shelf above. ``scale`` sets the style's pixel sizes (default
+    ``width / 640``, wrong for a long panorama: it passes its frame's ``frame_width / 640``).
+    """
+    scale = width / 640 if scale is None else scale
     img = _wall(height, width, rng)
     shelf = Shelf(img)
     n_rows = int(rng.integers(style.rows[0], style.rows[1] + 1))
     band = min(0.6, rng.uniform(0.85, 1.05) / n_rows) * height  # rows above and below are cut by the borders
     y = -rng.uniform(0.3, 0.9) * band
+    if rows_span is not None:
+        band, y = (rows_span[1] - rows_span[0]) / n_rows, rows_span[0]
+        _board(img, max(0, int(y - 0.12 * band)), max(0, int(y)), rng, scale)  # the shelf above
     row = 0
-    while y < height:
-        h = band * rng.uniform(0.85, 1.15)
+    while y < height and (rows_span is None or row < n_rows):
+        h = band * rng.uniform(0.85, 1.15) if rows_span is None else band
         top, bottom = y, y + h
         board_y = bottom - h * rng.uniform(0.08, 0.14)
         _board(img, max(0, int(board_y)), max(0, min(height, int(bottom))), rng, scale)
         if board_y > 0:
             shelf.rows.append((max(0.0, top), min(float(height), board_y)))
-            _fill_row(shelf, library, row, top + h * 0.03, board_y, width, rng, style, scale)
+            _fill_row(shelf, library, row, top + h * 0.03, board_y, width, rng, style, scale, span)
             row += 1
         y = bottom
     return shelf
 
 
 def _fill_row(shelf: Shelf, library: PhotoLibrary, row: int, top: float, floor: float, width: int,
-              rng: np.random.Generator, style: ShelfStyle, scale: float) -> None:  # fmt: skip
-    """Runs of identical facings standing on ``floor``, left to right, cut at both image borders."""
+              rng: np.random.Generator, style: ShelfStyle, scale: float,
+              span: tuple[float, float] | None = None) -> None:  # fmt: skip
+    """Runs of identical facings standing on ``floor``, left to right, cut at both borders (or kept in ``span``)."""
     free = floor - top
-    x = -rng.uniform(0.0, 0.6) * free  # the first facing may be cut by the left border
+    x = -rng.uniform(0.0, 0.6) * free if span is None else span[0]  # the first facing may be cut by the left border
+    end = width if span is None else span[1]
     first = len(shelf.facings)
-    while x < width:
+    while x < end:
         index, photo = library.pick(rng)
         ph, pw = photo.shape[:2]
         h = free * rng.uniform(*style.fill)
@@ -252,7 +266,10 @@ def _fill_row(shelf: Shelf, library: PhotoLibrary, row: int, top: float, floor: 
         run = int(rng.integers(style.run_length[0], style.run_length[1] + 1))
         label, path = library.photos[index]
         for k in range(run):
-            if x >= width:
+            if x >= end:
+                break
+            if span is not None and x + art.shape[1] > end:
+                x = end  # the row is full: no facing is cut at the span's end
                 break
             x0, y0 = round(x), round(floor - h)
             _paste(shelf.image, art * np.float32(rng.uniform(0.93, 1.07)), x0, y0)
@@ -351,16 +368,26 @@ def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator
 
 
 def _camera_effects(image: np.ndarray, rng: np.random.Generator, style: ShelfStyle, scale: float) -> np.ndarray:
-    """Exposure, white balance, motion blur along the pan and sensor noise, in float, then to uint8."""
-    img = image * (rng.uniform(*style.exposure) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
+    """Exposure, white balance, motion blur along the pan and sensor noise drawn from ``style``."""
+    gain = (rng.uniform(*style.exposure) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
     length = int(rng.integers(style.motion_blur_px[0], style.motion_blur_px[1] + 1) * scale)
-    if length >= 2:
-        kernel = np.zeros((1, length), np.float32)
-        kernel[:] = 1.0 / length
+    return camera_effects(image, gain, length, rng.uniform(*style.noise), rng)
+
+
+def camera_effects(image: np.ndarray, gain: float | np.ndarray, blur_px: int, noise: float,
+                   rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """``image`` times ``gain`` (exposure, per-channel white balance), blurred ``blur_px`` along x (the pan),
+    plus sensor noise of sigma ``noise``, in float, then to uint8.
+
+    Public so that the shelf-pass video films its frames with the same camera as the still shelves.
+    """
+    img = image * np.asarray(gain, np.float32)
+    if blur_px >= 2:
+        kernel = np.zeros((1, blur_px), np.float32)
+        kernel[:] = 1.0 / blur_px
         img = cv2.filter2D(img, -1, kernel)
-    sigma = rng.uniform(*style.noise)
-    if sigma > 0:
-        img += rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    if noise > 0:
+        img += rng.normal(0.0, noise, img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
