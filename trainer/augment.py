@@ -24,6 +24,10 @@ class AugmentConfig:
     brightness: float = 0.2  # +-fraction
     contrast: float = 0.2
     flip: bool = True
+    # Shelf-camera views: the photo as the detect_classify pipeline crops it from a shelf pass
+    # (padding trimmed, shrunk to facing size, blurred along the pan, exposed and noisy). The
+    # classifier otherwise never sees what composed and real shelf crops look like.
+    camera: bool = False
 
     def key(self) -> dict:
         return asdict(self)
@@ -52,4 +56,22 @@ def view(image: np.ndarray, content_hash: str, index: int, cfg: AugmentConfig) -
     beta = 255.0 * rng.uniform(-cfg.brightness, cfg.brightness)
     mean = float(out.mean())
     adjusted = out.astype(np.float32) * alpha + (beta + mean * (1 - alpha))
-    return np.clip(np.rint(adjusted), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(adjusted), 0, 255).astype(np.uint8)
+    return shelf_camera(out, rng) if cfg.camera and index % 2 == 1 else out
+
+
+def shelf_camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image`` as a facing crop of a shelf pass: the composer's camera at a facing's size.
+
+    Every other augmented view gets it, so the clean look stays in the training set too.
+    """
+    from trainer.shelf_composer import camera_effects, trim_padding
+
+    out = trim_padding(image)
+    h, w = out.shape[:2]
+    target = rng.uniform(50, 160)  # facing height in a 640x480 frame, pixels
+    if h > target:
+        size = (max(8, round(w * target / h)), max(8, round(target)))
+        out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+    gain = rng.uniform(0.65, 1.3) * rng.uniform(0.92, 1.08, 3)
+    return camera_effects(out, gain, int(rng.integers(0, 7)), float(rng.uniform(0, 6)), rng)

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-pct", type=float, default=10.0, help="validation share when DATA has no val/ (hash split)")
     p.add_argument("--test-pct", type=float, default=0.0, help="test share when DATA has no val/ (hash split)")
     p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
+    p.add_argument("--augment-camera", action="store_true",
+                   help="every other view as a shelf camera sees a facing (trimmed, small, blurred, exposed, "
+                   "noisy): for classifiers of detect_classify crops")  # fmt: skip
     p.add_argument("--epochs", type=int,
                    help="head epochs (classify, default 100) or detector epochs (detect, default "
                    f"{DetectorConfig.epochs}); early stopping on val loss either way")  # fmt: skip
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data=args.data, out=args.out, csv=args.csv, backbone=args.backbone, weights=args.weights,
         input_size=args.input_size, interpolation=args.interpolation, val_pct=args.val_pct, test_pct=args.test_pct,
         batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed, strategy=args.strategy,
-        augment=AugmentConfig(views=args.augment_views, seed=args.seed),
+        augment=AugmentConfig(views=args.augment_views, seed=args.seed, camera=args.augment_camera),
         head=HeadConfig(epochs=args.epochs, learning_rate=args.learning_rate, dropout=args.dropout, hidden=args.hidden,
                         label_smoothing=args.label_smoothing, balance=args.balance,
                         standardize=args.standardize_features),
