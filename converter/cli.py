@@ -99,7 +99,7 @@ def convert(args: argparse.Namespace) -> int:
     eval_dir = Path(args.eval) if args.eval else None
     eval_set = detect.read_eval_set(eval_dir) if detector and eval_dir else None
     if detector:
-        keras_top1, keras = {}, (detect.keras_reference(run, *eval_set) if eval_set else None)
+        keras_top1, keras = {}, (detect.keras_reference(run, eval_set) if eval_set else None)
     else:
         keras_top1, keras = keras_reference(run, eval_dir) if eval_dir else ({}, None)
     rows: dict[str, dict[str, Any]] = {}

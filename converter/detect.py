@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,42 +59,55 @@ def representative(frames: list[np.ndarray], spec: PreprocessSpec) -> Any:
     return generate
 
 
-def read_eval_set(folder: Path) -> tuple[list[Path], list[np.ndarray]]:
-    """Image paths and truth boxes of a composed set (``shelves.json``)."""
+@dataclass(frozen=True)
+class EvalSet:
+    """A composed set: image paths, truth boxes, which facings are whole (not cut by the border), image sizes."""
+
+    paths: list[Path]
+    boxes: list[np.ndarray]
+    whole: list[np.ndarray]
+    sizes: list[tuple[int, int]]
+
+
+def read_eval_set(folder: Path) -> EvalSet:
+    """The images and truth of a composed set (``shelves.json``)."""
     from trainer.shelf_composer import TRUTH_NAME, read_truth
 
     truth_path = folder / TRUTH_NAME
     if not truth_path.is_file():
         raise ShelfscanError(f"{folder}: no {TRUTH_NAME} (a detector is evaluated on a set with box truth)")
-    doc = read_truth(truth_path)
-    paths = [folder / img["file"] for img in doc["images"]]
-    boxes = [np.array([f["box"] for f in img["facings"]], np.float32).reshape(-1, 4) for img in doc["images"]]
-    return paths, boxes
+    images = read_truth(truth_path)["images"]
+    return EvalSet(
+        [folder / img["file"] for img in images],
+        [np.array([f["box"] for f in img["facings"]], np.float32).reshape(-1, 4) for img in images],
+        [np.array(["full_box" not in f for f in img["facings"]], bool) for img in images],
+        [(int(img["width"]), int(img["height"])) for img in images],
+    )
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: report[k] for k in ("images", "ap50", "ap50_95", "count_mae")}
+    return {k: report.get(k) for k in ("images", "ap50", "ap50_95", "count_mae", "count_mae_whole")}
 
 
-def keras_reference(run: Any, paths: list[Path], truth: list[np.ndarray]) -> dict[str, Any]:
+def keras_reference(run: Any, eval_set: EvalSet) -> dict[str, Any]:
     """The Keras model's figures on the eval set, decoded by the edge decoder."""
     from edge.detect_decode import decode_centernet, frame_map
 
     det = run.config["detection"]
     pre = Preprocessor(run.spec, "float32")
     predictions = []
-    for path in paths:
+    for path in eval_set.paths:
         frame = read_image(path)
         heat, boxes = run.model(pre.from_bgr(frame), training=False)
         fmap = frame_map(frame.shape[0], frame.shape[1], run.spec)
         predictions.append(decode_centernet(np.asarray(heat), np.asarray(boxes), det["stride"], fmap,
                                             score_threshold=EVAL_SCORE_FLOOR, nms_iou=det["nms_iou"],
                                             max_detections=det["max_detections"]))  # fmt: skip
-    return _summary(detection_report(predictions, truth, det["score_threshold"]))
+    return _summary(detection_report(predictions, eval_set.boxes, det["score_threshold"], eval_set.whole,
+                                     eval_set.sizes))  # fmt: skip
 
 
-def evaluate_detector_variant(bundle: Path, eval_set: tuple[list[Path], list[np.ndarray]] | None,
-                              runs: int) -> dict[str, Any]:  # fmt: skip
+def evaluate_detector_variant(bundle: Path, eval_set: EvalSet | None, runs: int) -> dict[str, Any]:
     """Size, load time, invoke latency at 1 and 2 threads, and AP50 / count error through the edge Detector."""
     t0 = time.perf_counter()
     det = Detector.from_bundle(bundle, threads=2)
@@ -109,13 +123,12 @@ def evaluate_detector_variant(bundle: Path, eval_set: tuple[list[Path], list[np.
     if eval_set is not None:
         threshold = det.settings.score_threshold
         scan = Detector.from_bundle(bundle, threads=2, score_threshold=EVAL_SCORE_FLOOR)
-        paths, truth = eval_set
-        with Progress(len(paths), f"evaluate {bundle.name}") as bar:
+        with Progress(len(eval_set.paths), f"evaluate {bundle.name}") as bar:
             predictions = []
-            for p in paths:
+            for p in eval_set.paths:
                 predictions.append(scan.detect_path(p))
                 bar.update()
-        row |= _summary(detection_report(predictions, truth, threshold))
+        row |= _summary(detection_report(predictions, eval_set.boxes, threshold, eval_set.whole, eval_set.sizes))
     return row
 
 
@@ -142,7 +155,7 @@ def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None
     for name, r in rows.items():
         ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
         cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, num(r, "ap50", ".4f"), num(r, "ap50_95", ".4f"),
-                 num(r, "count_mae", ".3f"), str(r["load_ms"]), str(r["invoke_ms_1t"]),
-                 str(r["invoke_ms_2t"])]  # fmt: skip
+                 num(r, "count_mae", ".3f"), num(r, "count_mae_whole", ".3f"), str(r["load_ms"]),
+                 str(r["invoke_ms_1t"]), str(r["invoke_ms_2t"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,10 +1,13 @@
 """The demo's dataset: generated products, or a real folder-per-class set (``DATA=dir``),
-always with an empty-shelf ``background`` class so a shelf pass has something between products.
+always with an empty-shelf ``background`` class for the classifier (a detector box on empty
+shelf is then read as background and ignored), and without it for the facing detector and the
+shelf pass, where every photo is one facing.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import cv2
@@ -65,8 +68,26 @@ def from_folder(src: Path, root: Path, limit: int, background: int, size: int, s
     return root
 
 
+def product_tree(root: Path, out: Path, splits: tuple[str, ...] = ("train", "val", "test")) -> Path:
+    """``out/<split>/<class>/`` linking every product photo of ``root`` but no ``background``.
+
+    The facing detector and the shelf composer take each photo of a class tree as one facing;
+    an empty-shelf photo placed on a shelf would teach the detector that empty shelf is a facing.
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    for split in splits:
+        if not (root / split).is_dir():
+            continue
+        for d in _class_dirs(root / split):
+            if d.name == BACKGROUND:
+                continue
+            (out / split).mkdir(parents=True, exist_ok=True)
+            (out / split / d.name).symlink_to(d.resolve(), target_is_directory=True)
+    return out
+
+
 def held_out(root: Path) -> dict[str, list[Path]]:
-    """The images the shelf video is made of: ``test/`` when it has any, else ``val/``."""
+    """The images the shelf pass is made of: ``test/`` when it has any, else ``val/``."""
     for split in ("test", "val"):
         d = root / split
         if d.is_dir():

@@ -1,9 +1,14 @@
-"""``make demo`` / ``python -m demo``: data -> train -> int8 bundle -> shelf video -> broker ->
-agent -> live sightings -> counts against the truth. Offline, on a fresh machine.
+"""``make demo`` / ``python -m demo``: data -> classifier and facing detector -> int8 bundles -> dense
+shelf-pass video -> broker -> agent (detect_classify) -> live facings and gaps -> counts against the truth.
+Offline, on a fresh machine.
 
 Each stage runs the real command a user would (``shelfscan-train``, ``shelfscan-convert``,
-``shelfscan-agent run``) as a subprocess, so the demo is also an end-to-end test of the CLIs.
-Exit status: 0 when the counts match the truth, 1 when they do not, 2 when a stage failed.
+``shelfscan-agent run``, ``shelfscan-agent shelfmap``) as a subprocess, so the demo is also an
+end-to-end test of the CLIs. The shelf the agent scans and the shelves the detector learns from
+come from the one shelf composer (``trainer/shelf_composer.py``, ``trainer/shelf_video.py``), the
+detector's from the train photos and the video's from held-out ones.
+Exit status: 0 when the counts and gaps meet the bar (``demo.score``), 1 when they do not, 2 when
+a stage failed.
 """
 
 from __future__ import annotations
@@ -13,21 +18,38 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from demo import broker as embedded
-from demo.data import from_folder, held_out
-from demo.live import LiveView, counts_table
+from demo.data import from_folder, held_out, product_tree
+from demo.live import LiveView
 from demo.products import BACKGROUND, generate
-from demo.shelf_video import VideoSpec, pick_items, render
+from demo.score import score, table
+from demo.weights import DETECTOR_BACKBONE, random_weights_banner, resolve_weights
 from edge.watch import parse_broker_url
 
 DEVICE, PREFIX = "demo-shelf-robot", "shelfscan-demo"
+STAGES = 8
+# Measured on the quick set (300 shelves, 10-12 epochs): batch 32 (the trainer's default) left the
+# detector far from trained, val AP50 0.53; batch 8, the same epochs and time, 0.99.
+DETECTOR_BATCH = 8
+# Everything --quick shortens, and the default. The detector's sizes keep its training to a minute
+# or two on 2 cores (shelfscan-train's own defaults, 4000 shelves and 40 epochs, take ~15 minutes);
+# on so few shelves it needs small batches: more steps per epoch (DETECTOR_BATCH).
+DEFAULTS: dict[str, Any] = {"per_class": 100, "calibration_count": 100, "train_shelves": 600, "val_shelves": 60,
+                            "detector_epochs": 12, "eval_shelves": 60, "seconds": 60.0}  # fmt: skip
+QUICK: dict[str, Any] = {"per_class": 80, "calibration_count": 50, "train_shelves": 300, "val_shelves": 30,
+                         "detector_epochs": 10, "eval_shelves": 20, "seconds": 25.0, "input_size": 128}  # fmt: skip
+
+
+class StageError(Exception):
+    """A stage's command failed; its output is above, this says which."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,66 +61,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=int(env("LIMIT", "80")), help="DATA: training images per class (LIMIT)")
     p.add_argument("--weights", default=env("WEIGHTS") or None,
-                   help="imagenet | none | backbone .h5 (WEIGHTS); default: imagenet when cached or reachable, "
-                   "else none")  # fmt: skip
-    p.add_argument("--backbone", default=env("BACKBONE", "inception_v3"), help="BACKBONE")
-    p.add_argument("--input-size", type=int, default=int(env("INPUT_SIZE", "0")) or None, help="INPUT_SIZE")
+                   help="classifier backbone: imagenet | none | .h5 (WEIGHTS); default: imagenet when cached or "
+                   "reachable, else the shared MobileNetV2 file (mobilenet_v2 only), else none")  # fmt: skip
+    p.add_argument("--detector-weights", default=env("DETECTOR_WEIGHTS") or None,
+                   help="detector MobileNetV2: imagenet | none | .h5 (DETECTOR_WEIGHTS); default: imagenet when "
+                   "cached or reachable, else the MobileNetV2 file in $SHELFSCAN_SHARED or ../shared")  # fmt: skip
+    p.add_argument("--backbone", default=env("BACKBONE", "inception_v3"), help="classifier backbone (BACKBONE)")
+    p.add_argument("--input-size", type=int, default=int(env("INPUT_SIZE", "0")) or None,
+                   help="classifier input size (INPUT_SIZE)")  # fmt: skip
     p.add_argument("--mqtt-url", default=env("MQTT_URL") or None, help="use this broker (MQTT_URL) instead of amqtt")
     p.add_argument("--per-class", type=int, help="generated training images per class (default 100; quick 80)")
-    p.add_argument("--products", type=int, help="products on the shelf in the video (default 12; quick 8)")
-    p.add_argument("--calibration-count", type=int, help="int8 calibration images (default 100; quick 50)")
-    p.add_argument("--quick", action="store_true", help="fewer images and products, 128 px input (the CI version)")
+    p.add_argument("--calibration-count", type=int, help="int8 calibration images or shelves (default 100; quick 50)")
+    p.add_argument("--train-shelves", type=int, help="detector training shelves (default 600; quick 300)")
+    p.add_argument("--val-shelves", type=int, help="detector validation shelves (default 60; quick 30)")
+    p.add_argument("--detector-epochs", type=int, help="detector epochs (default 12; quick 10)")
+    p.add_argument("--eval-shelves", type=int, help="shelves composed from val photos to rate the int8 detector "
+                   "(default 60; quick 20)")  # fmt: skip
+    p.add_argument("--seconds", type=float, help="length of the shelf pass at 10 fps (default 60; quick 25)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer images and shelves, a 128 px classifier, a 25 s pass (the CI version)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
 def stage(n: int, title: str) -> float:
-    print(f"\n=== [{n}/6] {title}", flush=True)
+    print(f"\n=== [{n}/{STAGES}] {title}", flush=True)
     return time.monotonic()
 
 
-def resolve_weights(choice: str | None, backbone: str) -> str:
-    """imagenet when the Keras cache has the file or the download host answers; else none."""
-    from trainer.backbones import get_backbone, keras_cache_dir
-
-    if choice:
-        return choice
-    if (keras_cache_dir() / get_backbone(backbone).imagenet_file).is_file():
-        return "imagenet"
-    try:
-        socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
-        return "imagenet"
-    except OSError:
-        return "none"
-
-
-def random_weights_banner(backbone: str, real_data: bool) -> str:
-    from trainer.backbones import get_backbone, keras_cache_dir
-
-    bb = get_backbone(backbone)
-    expect = (
-        "little better than chance on real photos"
-        if real_data
-        else "90-100 % on these generated products (colour, shape and print are easy), far less on real photos"
-    )
-    bar = "!" * 96
-    return (f"{bar}\n!!  NO IMAGENET WEIGHTS (offline, nothing in the Keras cache): {backbone} starts from "
-            "RANDOM weights.\n"
-            f"!!  Expect {expect}.\n"
-            f"!!  The real thing: put {bb.imagenet_file} in {keras_cache_dir()}/\n"
-            f"!!  (or run once online), or pass WEIGHTS=/path/to/backbone.h5.\n{bar}")  # fmt: skip
-
-
-def run_cli(args: list[str], log_to: Path | None = None) -> int:
-    """Run one of our commands with this interpreter; its progress goes straight to the terminal."""
+def run_cli(args: list[str], what: str, ok: tuple[int, ...] = (0,)) -> int:
+    """Run one of our commands with this interpreter, its progress straight to the terminal; a status
+    outside ``ok`` fails the stage."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    if log_to is None:
-        return subprocess.call([sys.executable, "-m", *args], env=env)
-    with open(log_to, "wb") as fh:
-        return subprocess.call([sys.executable, "-m", *args], env=env, stdout=fh, stderr=subprocess.STDOUT)
+    rc = subprocess.call([sys.executable, "-m", *args], env=env)
+    if rc not in ok:
+        raise StageError(f"{what} failed with status {rc} (see above)")
+    return rc
 
 
-def agent_config(path: Path, bundle: Path, video: Path, state: Path, host: str, port: int, fps: float) -> None:
+def agent_config(path: Path, bundle: Path, detector: Path, video: Path, state: Path, host: str, port: int,
+                 fps: float) -> None:  # fmt: skip
     path.write_text(f"""# written by the demo (python -m demo); see docs/configuration.md
 [device]
 id = "{DEVICE}"
@@ -107,18 +109,17 @@ state_dir = "{state}"
 
 [model]
 bundle = "{bundle}"
+detector = "{detector}"
 
 [source]
 kind = "video"
 path = "{video}"
-fps = {fps}
+fps = {fps}   # the robot's camera: frames as they were filmed
 
 [inference]
+pipeline = "detect_classify"   # detect every facing, classify each crop, track, count each facing once
 max_fps = {fps}
-smoothing_frames = 5
-min_frames = 8          # a product fills the view for 15-25 frames; shelf transitions give shorter runs
-score_threshold = 0.4   # 8 classes: chance is 0.125
-ignore_labels = ["{BACKGROUND}"]
+ignore_labels = ["{BACKGROUND}"]   # a box on empty shelf reads as background: no vote
 
 [mqtt]
 host = "{host}"
@@ -130,108 +131,202 @@ stats_interval_s = 2.0
 """)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    t_start = time.monotonic()
-    work = Path(args.work).resolve()
-    defaults = {"per_class": 80, "products": 8, "calibration_count": 50, "input_size": 128} if args.quick else {
-        "per_class": 100, "products": 12, "calibration_count": 100}  # fmt: skip
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    for sub in ("data", "bundles", "state", "video"):
-        shutil.rmtree(work / sub, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
-    summary: dict = {"work": str(work)}
+def weights_for(choice: str | None, backbone: str, role: str, real_data: bool) -> str:
+    weights = resolve_weights(choice, backbone)
+    print(f"{role} weights: {weights}", flush=True)
+    if weights == "none":
+        print(random_weights_banner(backbone, real_data, role), flush=True)
+    return weights
 
-    t = stage(1, "data")
+
+def make_data(args: argparse.Namespace, work: Path) -> Path:
+    """Stage 1: the class tree (with ``background``) and its product-only twin ``facings/``."""
     if args.data:
         data = from_folder(Path(args.data), work / "data", args.limit, args.per_class, 160, args.seed)
     else:
-        val, test = max(args.per_class // 4, 6), max(args.products // 3, 3)
         data = work / "data"
-        generate(data, {"train": args.per_class, "val": val, "test": test}, size=160, seed=args.seed)
-    print(f"data ready in {time.monotonic() - t:.0f} s: {data}", flush=True)
+        test = 6 if args.quick else 10  # photos the pass is made of, per class
+        generate(data, {"train": args.per_class, "val": max(args.per_class // 4, 6), "test": test}, size=160,
+                 seed=args.seed)  # fmt: skip
+    product_tree(data, work / "facings")
+    return data
 
-    t = stage(2, f"train {args.backbone} (shelfscan-train)")
-    weights = resolve_weights(args.weights, args.backbone)
-    if weights == "none":
-        print(random_weights_banner(args.backbone, bool(args.data)), flush=True)
-    train = ["trainer.cli", str(data), "--out", str(work / "run"), "--backbone", args.backbone, "--weights", weights,
-             "--cache-dir", str(work / "cache"), "--seed", str(args.seed)]  # fmt: skip
+
+def train_classifier(args: argparse.Namespace, data: Path, work: Path, summary: dict[str, Any]) -> Path:
+    """Stages 2 and 3: shelfscan-train, then an int8 bundle through shelfscan-convert."""
+    t = stage(2, f"train the {args.backbone} classifier (shelfscan-train)")
+    weights = weights_for(args.weights, args.backbone, "classifier", bool(args.data))
+    cmd = ["trainer.cli", str(data), "--out", str(work / "run"), "--backbone", args.backbone, "--weights", weights,
+           "--cache-dir", str(work / "cache"), "--seed", str(args.seed)]  # fmt: skip
     if args.input_size:
-        train += ["--input-size", str(args.input_size)]
-    if run_cli(train) != 0:
-        print("demo: training failed (see above)", file=sys.stderr)
-        return 2
-    summary["train_s"] = round(time.monotonic() - t)
+        cmd += ["--input-size", str(args.input_size)]
+    run_cli(cmd, "classifier training")
+    summary["weights"] = {"classifier": weights}
+    summary["times_s"]["train"] = round(time.monotonic() - t)
 
-    t = stage(3, "convert to an int8 bundle, evaluated through the edge runtime (shelfscan-convert)")
+    t = stage(3, "convert the classifier to an int8 bundle, evaluated through the edge runtime (shelfscan-convert)")
     rc = run_cli(["converter.cli", str(work / "run"), "--out", str(work / "bundles"), "--variants", "int8",
                   "--eval", str(data / "val"), "--calibration-count", str(args.calibration_count), "--name", "demo",
-                  "--bench-runs", "10"])  # fmt: skip
+                  "--bench-runs", "10"], "classifier conversion", ok=(0, 1))  # fmt: skip
     if rc == 1:
-        print("demo: note: the int8 variant failed the 1-point accuracy gate; the demo goes on with it", flush=True)
-    elif rc != 0:
-        print("demo: conversion failed (see above)", file=sys.stderr)
-        return 2
-    bundle = work / "bundles" / "demo-int8"
-    summary["convert_s"] = round(time.monotonic() - t)
+        print("demo: note: the int8 classifier failed the 1-point accuracy gate; the demo goes on with it", flush=True)
+    summary["classifier_top1"] = _variant(work / "bundles", "top1")
+    summary["times_s"]["convert"] = round(time.monotonic() - t)
+    return work / "bundles" / "demo-int8"
 
-    t = stage(4, "render a shelf-pass video from held-out images")
-    spec = VideoSpec()
-    truth = render(pick_items(held_out(data), args.products, args.seed), work / "video" / "shelf.mp4", spec, args.seed)
-    print(f"{work / 'video' / 'shelf.mp4'}: {truth['frames']} frames, {len(truth['order'])} products on the shelf: "
-          f"{', '.join(truth['order'])}", flush=True)  # fmt: skip
 
-    t = stage(5, "MQTT broker")
-    broker_proc = None
-    if args.mqtt_url:
-        url = parse_broker_url(args.mqtt_url)
-        print(f"using {args.mqtt_url}", flush=True)
-    else:
-        port = embedded.free_port()
-        broker_proc = embedded.start(port)
-        url = parse_broker_url(f"mqtt://127.0.0.1:{port}")
-        print(f"embedded amqtt broker on 127.0.0.1:{port} (MQTT_URL=mqtt://host:port uses yours)", flush=True)
+def train_detector(args: argparse.Namespace, work: Path, summary: dict[str, Any]) -> Path:
+    """Stages 4 and 5: shelfscan-train --task detect on shelves composed from the product photos, then an
+    int8 detect bundle rated on shelves composed from the val photos (AP50)."""
+    facings = work / "facings"
+    t = stage(4, "train the facing detector on composed shelves (shelfscan-train --task detect)")
+    weights = weights_for(args.detector_weights, DETECTOR_BACKBONE, "detector", bool(args.data))
+    run_cli(["trainer.cli", str(facings), "--task", "detect", "--out", str(work / "detector-run"), "--weights",
+             weights, "--train-shelves", str(args.train_shelves), "--val-shelves", str(args.val_shelves),
+             "--epochs", str(args.detector_epochs), "--batch-size", str(DETECTOR_BATCH), "--seed", str(args.seed)],
+            "detector training")  # fmt: skip
+    summary["weights"]["detector"] = weights
+    summary["times_s"]["train_detector"] = round(time.monotonic() - t)
 
-    view = agent = None
+    t = stage(5, "convert the detector to an int8 bundle, rated on shelves composed from val photos "
+              "(shelfscan-convert)")  # fmt: skip
+    shelves = work / "detector-eval"
+    run_cli(["trainer.cli", str(facings / "val"), "--compose", str(args.eval_shelves), "--seed",
+             str(101 + args.seed), "--out", str(shelves)], "composing the evaluation shelves")  # fmt: skip
+    rc = run_cli(["converter.cli", str(work / "detector-run"), "--out", str(work / "detector-bundles"), "--variants",
+                  "int8", "--eval", str(shelves), "--calibration-count", str(args.calibration_count), "--name",
+                  "demo-facings", "--bench-runs", "10"], "detector conversion", ok=(0, 1))  # fmt: skip
+    if rc == 1:
+        print("demo: note: the int8 detector failed the 1-point AP50 gate; the demo goes on with it", flush=True)
+    summary["detector_ap50"] = ap50 = _variant(work / "detector-bundles", "ap50")
+    if ap50 is not None:
+        print(f"int8 detector: AP50 {ap50:.3f} on {args.eval_shelves} shelves composed from val photos", flush=True)
+    summary["times_s"]["convert_detector"] = round(time.monotonic() - t)
+    return work / "detector-bundles" / "demo-facings-int8"
+
+
+def _variant(bundles: Path, key: str) -> float | None:
+    """The int8 variant's figure from shelfscan-convert's comparison.json (None when it has none)."""
     try:
-        t = stage(6, f"agent on the video, live sightings from {PREFIX}/{DEVICE}/#")
-        cfg = work / "agent.toml"
-        agent_config(cfg, bundle, work / "video" / "shelf.mp4", work / "state", url.host, url.port, spec.fps)
-        view = LiveView(url, PREFIX, DEVICE)
+        doc = json.loads((bundles / "comparison.json").read_text())
+        return doc["variants"]["int8"][key]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def render(args: argparse.Namespace, data: Path, work: Path) -> tuple[Path, dict[str, Any]]:
+    """Stage 6: the dense shelf pass from the held-out photos (trainer.shelf_video.render_pass)."""
+    from trainer.shelf_composer import PhotoLibrary
+    from trainer.shelf_video import PassSpec, render_pass
+
+    photos = held_out(data)
+    library = PhotoLibrary([(label, p) for label, paths in sorted(photos.items()) for p in paths],
+                           f"{data.name} (held out)")  # fmt: skip
+    spec = replace(PassSpec(), seconds=args.seconds, seed=args.seed)
+    video = work / "video" / "shelf.mp4"
+    truth = render_pass(library, video, spec)
+    n = sum(truth["totals"]["facings"].values())
+    print(f"{video}: {truth['frames']} frames {truth['width']}x{truth['height']} at {truth['fps']:g} fps, "
+          f"{truth['totals']['rows']} rows, {n} facings ({len(truth['totals']['facings'])} products in runs of "
+          f"{spec.run_length[0]}-{spec.run_length[1]}), {truth['totals']['gaps']} empty slots, a "
+          f"{spec.stop_seconds:g} s stop; truth in {video.with_suffix('.json')}", flush=True)  # fmt: skip
+    return video, truth
+
+
+def run_agent(args: argparse.Namespace, work: Path, bundles: tuple[Path, Path], video: Path, truth: dict[str, Any],
+              url: Any, summary: dict[str, Any]) -> bool:  # fmt: skip
+    """Stage 8: the agent on the video, the live view, then the fleet, the counts table and the shelf map."""
+    t = stage(8, f"agent (detect_classify) on the shelf pass, live facings and gaps from {PREFIX}/{DEVICE}/#")
+    cfg = work / "agent.toml"
+    agent_config(cfg, *bundles, video, work / "state", url.host, url.port, truth["fps"])
+    view = LiveView(url, PREFIX, DEVICE)
+    agent = None
+    try:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(work / "agent.log", "wb") as log_fh:
             agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
                                      stdout=log_fh, stderr=subprocess.STDOUT, env=env)  # fmt: skip
             try:
-                rc = agent.wait(timeout=max(120.0, truth["frames"] / 2))
+                rc = agent.wait(timeout=120 + 2 * truth["frames"])  # 0.5 fps would be very slow hardware
             except subprocess.TimeoutExpired:
                 rc = -1  # stuck: reported below with the log tail, killed in finally
         final = view.wait_final(10.0)
-        summary["agent_s"] = round(time.monotonic() - t)
+        summary["times_s"]["agent"] = round(time.monotonic() - t)
         if rc != 0 or final is None:
             tail = (work / "agent.log").read_text(errors="replace")[-2000:]
-            print(f"demo: the agent exited with status {rc}; no final counts. Log tail:\n{tail}", file=sys.stderr)
-            return 2
+            raise StageError(f"the agent exited with status {rc}; no final counts. Log tail:\n{tail}")
         print("\nfleet (what `shelfscan-agent watch --broker URL --prefix shelfscan-demo` shows):")
         print(view.fleet.table())
-        table, ok = counts_table(truth["counts"], final["counts"])
-        print(f"\ncounts for scan {final['scan_id']} vs the truth of the video:\n{table}")
+        result = score(truth, final["counts"], view.facings, view.gaps)
+        print(f"\nfacings per label and gaps, scan {final['scan_id']} vs the truth of the shelf pass:\n"
+              f"{table(result)}")  # fmt: skip
+        summary |= {"scan_id": final["scan_id"], "counted": final["counts"], "agent_gaps": final.get("gaps"),
+                    "truth": truth["totals"], **result}  # fmt: skip
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()
-        if view is not None:
-            view.close()
+        view.close()
+    draw_shelfmap(view.shelfmap, work)
+    return bool(result["ok"])
+
+
+def draw_shelfmap(doc: dict[str, Any] | None, work: Path) -> None:
+    """Save the retained shelf map and draw it with ``shelfscan-agent shelfmap`` (a picture for people)."""
+    if doc is None:
+        print("demo: note: no shelf map arrived", flush=True)
+        return
+    saved = work / "shelfmap.json"
+    saved.write_text(json.dumps(doc, indent=2) + "\n")
+    print("\nshelf map (shelfscan-agent shelfmap):", flush=True)
+    run_cli(["edge.cli", "shelfmap", str(saved), "--out", str(work / "shelfmap.png")], "drawing the shelf map")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t_start = time.monotonic()
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    work = Path(args.work).resolve()
+    for sub in ("data", "facings", "bundles", "detector-bundles", "detector-eval", "state", "video"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"work": str(work), "quick": args.quick, "times_s": {}}
+    broker_proc = None
+    try:
+        t = stage(1, "data")
+        data = make_data(args, work)
+        print(f"data ready in {time.monotonic() - t:.0f} s: {data} (classifier), {work / 'facings'} (detector)",
+              flush=True)  # fmt: skip
+        classifier = train_classifier(args, data, work, summary)
+        detector = train_detector(args, work, summary)
+        t = stage(6, "render a dense shelf pass from held-out photos (trainer.shelf_video)")
+        video, truth = render(args, data, work)
+        summary["times_s"]["video"] = round(time.monotonic() - t)
+
+        stage(7, "MQTT broker")
+        if args.mqtt_url:
+            url = parse_broker_url(args.mqtt_url)
+            print(f"using {args.mqtt_url}", flush=True)
+        else:
+            port = embedded.free_port()
+            broker_proc = embedded.start(port)
+            url = parse_broker_url(f"mqtt://127.0.0.1:{port}")
+            print(f"embedded amqtt broker on 127.0.0.1:{port} (MQTT_URL=mqtt://host:port uses yours)", flush=True)
+        ok = run_agent(args, work, (classifier, detector), video, truth, url, summary)
+    except StageError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    finally:
         if broker_proc is not None:
             embedded.stop(broker_proc)
-    summary |= {"total_s": round(time.monotonic() - t_start), "counts_match": ok, "truth": truth["counts"],
-                "counted": final["counts"], "weights": weights}  # fmt: skip
+    summary["total_s"] = round(time.monotonic() - t_start)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\ncounts match the truth: {'yes' if ok else 'NO'}   (demo took {summary['total_s']} s; "
-          f"everything is in {work}: report.html, bundles/, video/, agent.log)")  # fmt: skip
+    verdict = "yes" if ok else "NO: " + "; ".join(summary["problems"])
+    print(f"\ncounts and gaps meet the bar: {verdict}\n(demo took {summary['total_s']} s; everything is in {work}: "
+          "run/report.html, detector-run/report.html, bundles/, detector-bundles/, video/, agent.log, "
+          "shelfmap.png, summary.json)")  # fmt: skip
     return 0 if ok else 1
 
 

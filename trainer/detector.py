@@ -79,6 +79,7 @@ class ShelfSet:
     heat: np.ndarray
     reg: np.ndarray
     truth: list[np.ndarray]
+    whole: list[np.ndarray]  # per shelf: which truth facings the image border does not cut
     examples: list[np.ndarray]
 
 
@@ -143,7 +144,7 @@ def compose_features(
     dense = (style or ShelfStyle()).dense_runs()
     sx, sy = spec.width / FRAME[0], spec.height / FRAME[1]
     gh, gw = spec.height // STRIDE, spec.width // STRIDE
-    f8, f16, heat, reg, truth, examples = [], [], [], [], [], []
+    f8, f16, heat, reg, truth, whole, examples = [], [], [], [], [], [], []
     with Progress(count, desc) as bar:
         for start in range(0, count, batch):
             inputs = []
@@ -151,6 +152,7 @@ def compose_features(
                 dense_now = dense_share > 0 and (i * dense_share) % 1 + dense_share >= 1
                 shelf = compose(library, *FRAME, seed, i, dense if dense_now else style or ShelfStyle())
                 truth.append(np.array([f.box for f in shelf.facings], np.float32).reshape(-1, 4))
+                whole.append(np.array([f.full is None for f in shelf.facings], bool))
                 whole = np.array([f.extent for f in shelf.facings], np.float32).reshape(-1, 4)
                 h, r = targets(whole * np.array([sx, sy, sx, sy], np.float32), gh, gw)
                 heat.append(h)
@@ -162,7 +164,7 @@ def compose_features(
             f8.append(np.asarray(a, np.float16))
             f16.append(np.asarray(b, np.float16))
             bar.update(len(inputs))
-    return ShelfSet(np.concatenate(f8), np.concatenate(f16), np.stack(heat), np.stack(reg), truth, examples)
+    return ShelfSet(np.concatenate(f8), np.concatenate(f16), np.stack(heat), np.stack(reg), truth, whole, examples)
 
 
 def decode_batch(heat: np.ndarray, boxes: np.ndarray, spec: PreprocessSpec, cfg: DetectorConfig,
@@ -224,7 +226,8 @@ def train_detector(cfg: DetectorConfig) -> dict[str, Any]:
     predictions = decode_batch(heat, boxes, spec, cfg)
     if cfg.score_threshold is None:
         cfg = replace(cfg, score_threshold=pick_threshold(predictions, val.truth))
-    metrics: dict[str, Any] = {"val": detection_report(predictions, val.truth, cfg.score_threshold)}
+    sizes = [FRAME] * len(val.truth)
+    metrics: dict[str, Any] = {"val": detection_report(predictions, val.truth, cfg.score_threshold, val.whole, sizes)}
     export_neck = build_neck(channels)  # an uncompiled copy: model.keras must load without the training losses
     export_neck.set_weights(neck.get_weights())
     model = assemble(features, export_neck)
