@@ -34,17 +34,18 @@ SHARED = Path(os.environ.get("SHELFSCAN_SHARED", REPO.parent / "shared"))
 FREIBURG = SHARED / "datasets" / "freiburg_groceries"
 WEIGHTS = SHARED / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
 DETECTOR = REPO / "runs" / "facing-bundles" / "freiburg-facings-int8"
-CLASSIFIER = REPO / "runs" / "bundles" / "freiburg-mnv2-int8"
+CLASSIFIER = REPO / "runs" / "bundles" / "freiburg-mnv2-cam-int8"
 
 
 def ensure_classifier() -> Path:
-    """The Freiburg MobileNetV2 head (shared ImageNet weights), int8, kept in runs/."""
+    """The Freiburg MobileNetV2 head (shared ImageNet weights) with shelf-camera views, int8, kept in runs/."""
     if (CLASSIFIER / "manifest.json").is_file():
         return CLASSIFIER
-    run = REPO / "runs" / "freiburg-mnv2-head"
-    train = ["trainer.cli", str(FREIBURG), "--out", str(run), "--backbone", "mobilenet_v2", "--weights", str(WEIGHTS)]
+    run = REPO / "runs" / "freiburg-mnv2-cam"
+    train = ["trainer.cli", str(FREIBURG), "--out", str(run), "--backbone", "mobilenet_v2", "--weights", str(WEIGHTS),
+             "--augment-views", "4", "--augment-camera"]  # fmt: skip
     convert = ["converter.cli", str(run), "--out", str(CLASSIFIER.parent), "--variants", "int8", "--name",
-               "freiburg-mnv2", "--eval", str(FREIBURG / "val")]  # fmt: skip
+               "freiburg-mnv2-cam", "--eval", str(FREIBURG / "val")]  # fmt: skip
     for cmd in (train, convert):
         subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, check=True)
     return CLASSIFIER
