@@ -156,6 +156,8 @@ def main() -> None:
     spec = PassSpec(seconds=args.seconds, seed=args.seed)
     truth = render_pass(PhotoLibrary.from_tree(FREIBURG / "val"), video, spec)
     agent = run_agent(video, tmp)
+    messages = {k: agent[k] for k in ("final", "facings", "gaps", "shelfmap")}
+    (video.parent / "agent-messages.json").write_text(json.dumps(messages, indent=1) + "\n")
     final = agent["final"]
     video_facts = {k: truth[k] for k in ("frames", "fps", "width", "height", "spec")}
     video_facts |= {"facings": sum(truth["totals"]["facings"].values()), "gaps": truth["totals"]["gaps"]}
