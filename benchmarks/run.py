@@ -12,6 +12,7 @@ BENCHMARKS = [
     "benchmarks.converter_bench",
     "benchmarks.agent_bench",
     "benchmarks.detector_bench",
+    "benchmarks.facing_bench",  # needs the detector that detector_bench leaves in runs/
 ]
 
 if __name__ == "__main__":
