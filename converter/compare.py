@@ -35,18 +35,26 @@ def invoke_latency_ms(
     return round(1e3 * statistics.median(times), 3)
 
 
-def evaluate_variant(bundle: Path, eval_dir: Path | None, keras_top1: dict[str, int], runs: int) -> dict[str, Any]:
+def runtime_row(
+    bundle: Path, runs: int, opener: Callable[..., Any] = Classifier.from_bundle
+) -> tuple[Any, dict[str, Any]]:
+    """The bundle's model opened at 2 threads, and its row: size, load time, input type, XNNPACK coverage and
+    invoke latency at 1 and 2 threads (every variant, classifier or detector, has these)."""
     t0 = time.perf_counter()
-    clf = Classifier.from_bundle(bundle, threads=2)
+    model = opener(bundle, 2)
     load_ms = round(1e3 * (time.perf_counter() - t0), 1)
-    row: dict[str, Any] = {
-        "size_bytes": clf.bundle.manifest.model.size_bytes,
+    return model, {
+        "size_bytes": model.bundle.manifest.model.size_bytes,
         "load_ms": load_ms,
-        "input": clf.io.input.dtype,
-        "xnnpack_ops": f"{clf.delegate.delegated_ops}/{clf.delegate.total_ops}",
-        "invoke_ms_1t": invoke_latency_ms(bundle, 1, runs),
-        "invoke_ms_2t": invoke_latency_ms(bundle, 2, runs),
+        "input": model.io.input.dtype,
+        "xnnpack_ops": f"{model.delegate.delegated_ops}/{model.delegate.total_ops}",
+        "invoke_ms_1t": invoke_latency_ms(bundle, 1, runs, opener),
+        "invoke_ms_2t": invoke_latency_ms(bundle, 2, runs, opener),
     }
+
+
+def evaluate_variant(bundle: Path, eval_dir: Path | None, keras_top1: dict[str, int], runs: int) -> dict[str, Any]:
+    clf, row = runtime_row(bundle, runs)
     if eval_dir is not None:
         ev, results = evaluate_tree(clf, eval_dir, k=5)
         agree = [r.predictions[0].index == keras_top1[r.path] for r in results if not r.error and r.path in keras_top1]

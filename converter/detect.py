@@ -9,7 +9,6 @@ Keras model's, decoded by the one edge decoder.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.compare import invoke_latency_ms
+from converter.compare import runtime_row
 from edge.detection_metrics import EVAL_SCORE_FLOOR, detection_report
 from edge.detector import Detector
 from edge.errors import ShelfscanError
@@ -109,17 +108,7 @@ def keras_reference(run: Any, eval_set: EvalSet) -> dict[str, Any]:
 
 def evaluate_detector_variant(bundle: Path, eval_set: EvalSet | None, runs: int) -> dict[str, Any]:
     """Size, load time, invoke latency at 1 and 2 threads, and AP50 / count error through the edge Detector."""
-    t0 = time.perf_counter()
-    det = Detector.from_bundle(bundle, threads=2)
-    load_ms = round(1e3 * (time.perf_counter() - t0), 1)
-    row: dict[str, Any] = {
-        "size_bytes": det.bundle.manifest.model.size_bytes,
-        "load_ms": load_ms,
-        "input": det.io.input.dtype,
-        "xnnpack_ops": f"{det.delegate.delegated_ops}/{det.delegate.total_ops}",
-        "invoke_ms_1t": invoke_latency_ms(bundle, 1, runs, Detector.from_bundle),
-        "invoke_ms_2t": invoke_latency_ms(bundle, 2, runs, Detector.from_bundle),
-    }
+    det, row = runtime_row(bundle, runs, Detector.from_bundle)
     if eval_set is not None:
         threshold = det.settings.score_threshold
         scan = Detector.from_bundle(bundle, threads=2, score_threshold=EVAL_SCORE_FLOOR)
@@ -140,17 +129,18 @@ def gate(rows: dict[str, dict[str, Any]], keras_ap50: float | None, max_drop_poi
 
 
 def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
-    head = (
-        "| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | load (ms) | invoke 1t (ms) | invoke 2t (ms) |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
-    if keras:
-        lines.append(f"| keras | — | — | {keras['ap50']:.4f} | {keras['ap50_95']:.4f} | {keras['count_mae']:.3f} "
-                     "| — | — | — |")  # fmt: skip
+    head = ("| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | whole facings | load (ms) "
+            "| invoke 1t (ms) | invoke 2t (ms) |")  # fmt: skip
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     base = rows.get("fp32", {}).get("size_bytes")
 
     def num(r: dict[str, Any], k: str, fmt: str) -> str:
         return format(r[k], fmt) if r.get(k) is not None else "—"
+
+    if keras:
+        cells = [num(keras, k, f) for k, f in (("ap50", ".4f"), ("ap50_95", ".4f"), ("count_mae", ".3f"),
+                                                ("count_mae_whole", ".3f"))]  # fmt: skip
+        lines.append("| keras | — | — | " + " | ".join(cells) + " | — | — | — |")
 
     for name, r in rows.items():
         ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"

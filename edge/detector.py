@@ -21,7 +21,7 @@ from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
 from edge.manifest import DetectionSpec, format_validation_error
 from edge.preprocess import Preprocessor, read_image
-from edge.runtime import Backend, default_threads, load_backend, make_interpreter
+from edge.runtime import Backend, default_threads, describe_model, load_backend, make_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -179,18 +179,8 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """Model and runtime facts for logs, ``--json`` output and benchmark reports (as ``Classifier``'s)."""
-        m = self.bundle.manifest
-        return {
-            "model": self.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
-            "runtime": {"package": self.backend.name, "version": self.backend.version, "threads": self.threads},
-            "delegate": {
-                "xnnpack_applied": self.delegate.applied,
-                "delegated_ops": self.delegate.delegated_ops,
-                "total_ops": self.delegate.total_ops,
-            },
-            "input": {"dtype": self.io.input.dtype, "shape": list(self.io.input.shape), "path": self.preprocessor.mode},
+        return describe_model(self) | {
             "task": "detect",
             "detection": self.settings.model_dump(exclude={"outputs"}),
             "labels": self.labels,
-            "preprocessing": m.preprocessing.model_dump(),
         }

@@ -123,6 +123,22 @@ def inspect_detector(model: str | Path, threads: int | None = None) -> tuple[Any
         ) from None
 
 
+def describe_model(model: Any) -> dict[str, Any]:
+    """What a ``Classifier`` or ``Detector`` says about itself: model, runtime, delegate, input, preprocessing."""
+    m = model.bundle.manifest
+    return {
+        "model": model.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
+        "runtime": {"package": model.backend.name, "version": model.backend.version, "threads": model.threads},
+        "delegate": {
+            "xnnpack_applied": model.delegate.applied,
+            "delegated_ops": model.delegate.delegated_ops,
+            "total_ops": model.delegate.total_ops,
+        },
+        "input": {"dtype": model.io.input.dtype, "shape": list(model.io.input.shape), "path": model.preprocessor.mode},
+        "preprocessing": m.preprocessing.model_dump(),
+    }
+
+
 class Prediction(NamedTuple):
     label: str
     index: int
@@ -246,16 +262,4 @@ class Classifier:
 
     def describe(self) -> dict[str, Any]:
         """Model and runtime facts for logs, ``--json`` output and benchmark reports."""
-        m = self.bundle.manifest
-        return {
-            "model": self.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
-            "runtime": {"package": self.backend.name, "version": self.backend.version, "threads": self.threads},
-            "delegate": {
-                "xnnpack_applied": self.delegate.applied,
-                "delegated_ops": self.delegate.delegated_ops,
-                "total_ops": self.delegate.total_ops,
-            },
-            "input": {"dtype": self.io.input.dtype, "shape": list(self.io.input.shape), "path": self.preprocessor.mode},
-            "output_kind": self.output_kind,
-            "preprocessing": m.preprocessing.model_dump(),
-        }
+        return describe_model(self) | {"output_kind": self.output_kind}

@@ -98,7 +98,8 @@ def test_centernet_bundle_decodes_the_expected_boxes(detectors, tmp_path, flavou
     np.testing.assert_allclose(sorted_rows(found.xyxy), sorted_rows(expected_boxes(cells)), atol=tol)
     assert (found.scores > 0.9).all()
     assert det.describe()["detection"] == {"format": "centernet", "stride": STRIDE, "score_threshold": 0.5,
-                                           "nms_iou": 0.5, "max_detections": 20}  # fmt: skip
+                                           "nms_iou": 0.5, "max_detections": 20, "crop_margin": 0.0,
+                                           "crop_resize": "center_crop"}  # fmt: skip
     # Overrides: a threshold above every score finds nothing; max_detections keeps the best.
     assert len(Detector.from_bundle(root, threads=1, score_threshold=0.99).detect_bgr(shelf_frame(cells))) == 0
     assert len(Detector.from_bundle(root, threads=1, max_detections=2).detect_bgr(shelf_frame(cells))) == 2

@@ -421,13 +421,14 @@ def write_set(out: str | Path, library: PhotoLibrary, count: int, seed: int = 0,
     return path
 
 
-def read_truth(path: str | Path) -> dict[str, Any]:
-    """Load a ``shelves.json`` written by :func:`write_set`, with a one-line error when it is not one."""
+def read_truth(path: str | Path, schema: str = TRUTH_SCHEMA, what: str = "box truth") -> dict[str, Any]:
+    """Load a truth file (``shelves.json`` from :func:`write_set` by default) with a one-line error when it is not
+    one: unreadable, not JSON, or another ``schema``."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ShelfscanError(f"{path}: cannot read box truth ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != TRUTH_SCHEMA:
-        raise ShelfscanError(f"{path}: not a {TRUTH_SCHEMA} file")
+        raise ShelfscanError(f"{path}: cannot read {what} ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != schema:
+        raise ShelfscanError(f"{path}: not a {schema} file")
     return doc

@@ -40,7 +40,7 @@ import numpy as np
 
 from edge.errors import ShelfscanError
 from edge.progress import Progress
-from trainer.shelf_composer import Box, PhotoLibrary, Shelf, ShelfStyle, camera_effects, compose_canvas
+from trainer.shelf_composer import Box, PhotoLibrary, Shelf, ShelfStyle, camera_effects, compose_canvas, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -284,14 +284,7 @@ def _truth(library: PhotoLibrary, out: Path, spec: PassSpec, canvas: Shelf, path
 
 def read_pass(path: str | Path) -> dict[str, Any]:
     """Load a pass truth written by :func:`render_pass`, with a one-line error when it is not one."""
-    path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ShelfscanError(f"{path}: cannot read shelf-pass truth ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != PASS_SCHEMA:
-        raise ShelfscanError(f"{path}: not a {PASS_SCHEMA} file")
-    return doc
+    return read_truth(path, PASS_SCHEMA, "shelf-pass truth")
 
 
 def frame_window(truth: dict[str, Any], frame: int) -> Box:
