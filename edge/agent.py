@@ -77,6 +77,7 @@ class Agent:
         self.scan: dict[str, Any] | None = None
         self.pose: dict[str, Any] | None = None
         self.frames_done = 0
+        self.frame_errors = 0
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
         self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -133,14 +134,19 @@ class Agent:
             body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
             if not isinstance(body, dict):
                 raise ValueError("payload must be a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.error(f"malformed command on cmd/{name}: {str(exc)[:200]}", command=name[:100])
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
+            self.error(f"malformed command on cmd/{name[:100]}: {type(exc).__name__}: {str(exc)[:200]}",
+                       command=name[:100])  # fmt: skip
             return
         handler = self._commands.get(name)
         if handler is None:
             self.error(f"unknown command cmd/{name[:100]}", command=name[:100])
             return
-        handler(body)
+        try:
+            handler(body)
+        except Exception as exc:  # a command must never end the agent
+            log.exception("command cmd/%s failed", name)
+            self.error(f"command cmd/{name} failed: {type(exc).__name__}: {str(exc)[:200]}", command=name)
 
     def _cmd_scan_start(self, body: dict[str, Any]) -> None:
         scan_id, location = body.get("scan_id"), body.get("location", "")
@@ -277,7 +283,15 @@ class Agent:
         return self.shutdown()
 
     def process(self, image: np.ndarray, ts: float) -> None:
-        self._publish_reports(self.pipeline.process(image, ts, self.pose))
+        try:
+            reports = self.pipeline.process(image, ts, self.pose)
+        except Exception as exc:  # one bad frame must never end the agent: say so (not every time), count, go on
+            self.frame_errors += 1
+            if self.frame_errors in (1, 10) or self.frame_errors % 100 == 0:
+                log.exception("frame failed")
+                self.error(f"frame failed ({self.frame_errors} so far): {type(exc).__name__}: {str(exc)[:200]}")
+            return
+        self._publish_reports(reports)
         top_k = getattr(self.pipeline, "top_k", None)
         if (
             top_k is not None
@@ -296,6 +310,7 @@ class Agent:
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
                      mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
+                     frame_errors=self.frame_errors,
                      **getattr(self.pipeline, "stats", dict)())  # fmt: skip
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:

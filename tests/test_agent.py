@@ -187,6 +187,7 @@ def test_scan_commands_and_malformed_payloads(tmp_path, broker, bundle, video):
         bad.append((name, payload))
 
     collect()
+    bad += [("scan/start", b"[" * 5000), ("scan/start", b'{"a":' * 3000), ("scan/start", b" " * 60_000 + b"[")]
     for name in ("scan/start", "scan/nope", "x/y/z"):
         publish(broker.port, f"test/robot-1/cmd/{name}", [p for n, p in bad if n == name])
     assert sub.wait_for(lambda s: len(s.of("error")) >= len(bad), 60), (len(sub.of("error")), len(bad))
