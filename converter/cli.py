@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="allowed drop in points vs Keras: top-1, or AP50 for detectors (default 1.0)")  # fmt: skip
     p.add_argument("--name", help="bundle name (default: the run directory's name)")
-    p.add_argument("--version", default=datetime.now(UTC).strftime("%Y.%m.%d-%H%M"), help="bundle version")
+    p.add_argument("--version", default=datetime.now(timezone.utc).strftime("%Y.%m.%d-%H%M"), help="bundle version")
     p.add_argument("--sign-key", help="ed25519 private key (PEM) to sign every bundle with")
     p.add_argument("--make-key", metavar="PATH", help="write a new ed25519 key pair to PATH and PATH.pub, then exit")
     p.add_argument("--bench-runs", type=int, default=30, help="invokes per latency figure")

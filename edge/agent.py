@@ -9,7 +9,6 @@ see ``edge.agent_setup``), which keeps its logic testable without a subprocess.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import queue
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.compat import StrEnum
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
 from edge.messages import MessageKind, Topics, envelope, rfc3339
@@ -29,7 +29,7 @@ from edge.pipelines import FramePipeline, Report
 log = logging.getLogger(__name__)
 
 
-class AgentEvent(enum.StrEnum):
+class AgentEvent(StrEnum):
     """What other threads ask of the inference thread."""
 
     ONLINE = "online"  # (re)connected to the broker
@@ -40,7 +40,7 @@ class AgentEvent(enum.StrEnum):
     POSE = "pose"  # the robot's retained pose message: payload
 
 
-class Command(enum.StrEnum):
+class Command(StrEnum):
     """The ``cmd/<name>`` topics the agent obeys."""
 
     SCAN_START = "scan/start"
@@ -48,12 +48,12 @@ class Command(enum.StrEnum):
     RELOAD = "reload"
 
 
-class State(enum.StrEnum):
+class State(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
 
 
-class ScanEnd(enum.StrEnum):
+class ScanEnd(StrEnum):
     """Why a scan ended: the ``reason`` of its final counts."""
 
     STOPPED = "scan_stop"  # cmd/scan/stop

@@ -55,11 +55,14 @@ class Bundles:
         """Every model, freshly loaded and validated (a :class:`BundleError` names the bad one)."""
         models: dict[str, Any] = {}
         self.fingerprints = {role: bundle_fingerprint(p) for role, p in self.paths.items()}
-        models["classifier"] = Classifier.from_bundle(self.paths["classifier"], self.cfg.model.threads, self.trusted)
+        delegate = self.cfg.model.delegate_spec()
+        models["classifier"] = Classifier.from_bundle(self.paths["classifier"], self.cfg.model.threads, self.trusted,
+                                                      delegate=delegate)  # fmt: skip
         if "detector" in self.paths:
             from edge.detector import Detector
 
-            models["detector"] = Detector.from_bundle(self.paths["detector"], self.cfg.model.threads, self.trusted)
+            models["detector"] = Detector.from_bundle(self.paths["detector"], self.cfg.model.threads, self.trusted,
+                                                      delegate=delegate)  # fmt: skip
         return models
 
     def changed(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.delegates import DelegateSpec
 from edge.errors import ShelfscanError
 from edge.messages import envelope
 from edge.progress import Progress
@@ -103,21 +104,22 @@ def _rss_mb() -> float:
 
 
 def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: int, compare_raw: bool,
-              device_id: str = "bench", detector: Path | None = None) -> dict[str, Any]:  # fmt: skip
+              device_id: str = "bench", detector: Path | None = None,
+              delegate: DelegateSpec | None = None) -> dict[str, Any]:  # fmt: skip
     """One configuration through the agent's own frame pipeline (``edge.pipelines``), stage by stage.
 
     With ``detector`` the pipeline is detect_classify: ``bundle`` is the classifier that names
-    each facing the detector finds.
+    each facing the detector finds. With ``delegate`` both models run on that external delegate.
     """
     from edge.agent_setup import build_pipeline
     from edge.config import CountingConfig, InferenceConfig
 
     t0 = time.perf_counter()
-    models: dict[str, Any] = {"classifier": Classifier.from_bundle(bundle, threads)}
+    models: dict[str, Any] = {"classifier": Classifier.from_bundle(bundle, threads, delegate=delegate)}
     if detector is not None:
         from edge.detector import Detector
 
-        models["detector"] = Detector.from_bundle(detector, threads)
+        models["detector"] = Detector.from_bundle(detector, threads, delegate=delegate)
     load_s = time.perf_counter() - t0
     inference = InferenceConfig(pipeline="detect_classify" if detector else "classify")
     pipeline = build_pipeline(models, inference, CountingConfig())
@@ -159,7 +161,8 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
         "version": clf.bundle.manifest.version, "threads": threads, "pipeline": str(pipeline.mode),
         "runtime": {"package": clf.backend.name, "version": clf.backend.version},
         "delegate": {"xnnpack_applied": clf.delegate.applied, "delegated_ops": clf.delegate.delegated_ops,
-                     "total_ops": clf.delegate.total_ops, "delegate_nodes": clf.delegate.delegate_nodes},
+                     "total_ops": clf.delegate.total_ops, "delegate_nodes": clf.delegate.delegate_nodes,
+                     "external": delegate.describe() if delegate else None},
         "cold_start_ms": {"load": round(1e3 * load_s, 3), "first_inference": round(1e3 * first_s, 3)},
         "stages": stages,
         "rss_mb": round(_rss_mb(), 1),
@@ -184,7 +187,7 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
 def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, video: str | None,
               eval_dir: str | None, compare_raw: bool, tolerance: float,
               on_row: Callable[[dict[str, Any]], None] | None = None,
-              detector: Path | None = None) -> dict[str, Any]:  # fmt: skip
+              detector: Path | None = None, delegate: DelegateSpec | None = None) -> dict[str, Any]:  # fmt: skip
     from edge.sysinfo import machine_info
 
     feed = FrameFeed(video, limit=max(runs + warmup, 1))
@@ -193,13 +196,13 @@ def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, v
         from edge.evaluate import evaluate_tree
 
         for b in bundles:
-            ev, _ = evaluate_tree(Classifier.from_bundle(b, max(threads)), Path(eval_dir))
+            ev, _ = evaluate_tree(Classifier.from_bundle(b, max(threads), delegate=delegate), Path(eval_dir))
             accuracy[str(b)] = round(ev.top1, 4)
     rows = []
     with Progress(len(bundles) * len(threads), "bench", unit="config") as bar:
         for b in bundles:
             for t in threads:
-                row = bench_one(b, t, feed, runs, warmup, compare_raw, detector=detector)
+                row = bench_one(b, t, feed, runs, warmup, compare_raw, detector=detector, delegate=delegate)
                 row["top1"] = accuracy.get(str(b))
                 rows.append(row)
                 if on_row:
@@ -226,7 +229,7 @@ def format_table(report: dict[str, Any]) -> str:
         names = {"preprocess": "prep", "postprocess": "post", "publish": "pub"}
         head = (f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} "
                 + " ".join(f"{names.get(s, s):>8}" for s in stages)
-                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7} {'xnn':>7}")  # fmt: skip
+                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7}  delegate (ops)")  # fmt: skip
         if mode != "classify":
             lines.append(f"pipeline {mode}: detector {Path(rows[0]['detector']['bundle']).name}, "
                          f"{rows[0].get('facings_per_frame', '?')} facings per frame")  # fmt: skip
@@ -239,8 +242,8 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{name:<24} {r['threads']:>3} {cold['load']:>8.1f} {cold['first_inference']:>8.1f} "
                 + " ".join(f"{s[st]['p50']:>8.2f}" for st in stages)
-                + f" {s['total']['p50']:>8.2f} {s['total']['p99']:>8.2f} {r['fps']:>7.1f} {top1:>7} "
-                f"{r['delegate']['delegated_ops']:>3}/{r['delegate']['total_ops']:<3}"
+                + f" {s['total']['p50']:>8.2f} {s['total']['p99']:>8.2f} {r['fps']:>7.1f} {top1:>7}  "
+                + delegate_label(r["delegate"])
             )
             if "invoke_vs_raw" in r:
                 lines.append(f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "
@@ -255,6 +258,14 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(f"recommendation: {Path(rec['bundle']).name} at {rec['threads']} threads ({rec['p50_ms']:.2f} "
                      f"ms p50{acc}; fastest within {report['tolerance_points']} top-1 points)")  # fmt: skip
     return "\n".join(lines)
+
+
+def delegate_label(delegate: dict[str, Any]) -> str:
+    """What ran the model, for the table: the external delegate's library or XNNPACK, and the ops it took."""
+    external = delegate.get("external")
+    cpu = "xnnpack" if delegate["xnnpack_applied"] else "none"
+    name = Path(external["library"]).name if external else cpu
+    return f"{name} ({delegate['delegated_ops']}/{delegate['total_ops']})"
 
 
 def dumps(report: dict[str, Any]) -> str:

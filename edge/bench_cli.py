@@ -13,6 +13,8 @@ from edge.errors import ShelfscanError
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
+    from edge.cli import add_delegate_args
+
     p = sub.add_parser("bench", help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
                        description="Sweep every bundle x thread count through the agent's own frame path.")  # fmt: skip
     p.add_argument("bundles", nargs="+", metavar="BUNDLE_OR_DIR",
@@ -29,6 +31,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     p.add_argument("--eval", metavar="DIR", help="folder-per-class images: add top-1 and a recommendation")
     p.add_argument("--tolerance", type=float, default=1.0, help="top-1 points a faster variant may lose (default 1)")
     p.add_argument("--compare-raw", action="store_true", help="also time a bare invoke() loop and report overhead")
+    add_delegate_args(p)
     p.add_argument("--json", metavar="OUT", help="write the report as JSON (- for stdout)")
     p.add_argument("--publish", action="store_true", help="send the report to <prefix>/<device_id>/bench")
     p.add_argument("--config", metavar="FILE", help="agent configuration with the broker for --publish")
@@ -37,6 +40,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bench import bundles_in, dumps, format_table, run_bench
+    from edge.cli import delegate_from_args
     from edge.messages import envelope
 
     try:
@@ -53,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
     detector = Path(args.detector) if args.detector else None
+    delegate = delegate_from_args(args, cfg.model.delegate_spec() if cfg else None)  # bench what the agent runs
     report = run_bench(bundles_in(args.bundles), threads, args.runs, args.warmup, args.source, args.eval,
-                       args.compare_raw, args.tolerance, detector=detector)  # fmt: skip
+                       args.compare_raw, args.tolerance, detector=detector, delegate=delegate)  # fmt: skip
     device = cfg.device.id if cfg else socket.gethostname()
     doc = json.loads(envelope("bench", device, 0, None, **json.loads(dumps(report))))
     text = json.dumps(doc, indent=2)

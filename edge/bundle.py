@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from edge import __version__
 from edge.adapters import DetectorIO, ModelIO, TensorInfo
+from edge.delegates import DelegateSpec
 from edge.errors import BundleError
 from edge.labels import parse_labels, read_labels
 from edge.manifest import (
@@ -318,6 +319,7 @@ def open_bare(
     labels: str | Path,
     spec: PreprocessSpec | None = None,
     threads: int | None = None,
+    delegate: DelegateSpec | None = None,
     **spec_overrides: Any,
 ) -> tuple[Bundle, Any]:
     """Wrap a bare ``.tflite`` + labels file as an in-memory bundle.
@@ -330,7 +332,7 @@ def open_bare(
     if not model_path.is_file():
         raise BundleError(f"{model_path}: model file not found")
     label_list = read_labels(labels)
-    interpreter, io = inspect_model(model_path, threads)
+    interpreter, io = inspect_model(model_path, threads, delegate)
     spec = spec or infer_spec(io, **spec_overrides)
     labels_bytes = Path(labels).read_bytes()
     manifest = build_manifest(
@@ -355,6 +357,7 @@ def open_bare_detector(
     labels: str | Path | None = None,
     threads: int | None = None,
     detection: Mapping[str, Any] | None = None,
+    delegate: DelegateSpec | None = None,
     **spec_overrides: Any,
 ) -> tuple[Bundle, Any]:
     """Wrap a bare detector ``.tflite`` (centernet or post-processing outputs) as an in-memory detect bundle.
@@ -372,7 +375,7 @@ def open_bare_detector(
         raise BundleError(f"{model_path}: model file not found")
     label_list = read_labels(labels) if labels is not None else ["object"]  # read_labels names a missing file
     labels_bytes = Path(labels).read_bytes() if labels is not None else b"object\n"
-    interpreter, io = inspect_detector(model_path, threads)
+    interpreter, io = inspect_detector(model_path, threads, delegate)
     overrides = dict(spec_overrides)
     if overrides.get("resize") is None:
         overrides["resize"] = "stretch"

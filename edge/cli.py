@@ -10,9 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.errors import ShelfscanError
+
+if TYPE_CHECKING:
+    from edge.delegates import DelegateSpec
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -24,7 +28,28 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
     src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
     src.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: cores, at most 4)")
+    add_delegate_args(p)
     add_preprocess_args(p)
+
+
+def add_delegate_args(p: argparse.ArgumentParser) -> None:
+    """``--delegate LIB`` and ``--delegate-option KEY=VALUE``: run the model on an accelerator (model.delegate)."""
+    p.add_argument("--delegate", metavar="LIB",
+                   help="external TFLite delegate library, e.g. libedgetpu.so.1 (Coral Edge TPU)")  # fmt: skip
+    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for the delegate library (repeatable), e.g. device=usb")  # fmt: skip
+
+
+def delegate_from_args(args: argparse.Namespace, default: DelegateSpec | None = None) -> DelegateSpec | None:
+    """The delegate that ``add_delegate_args`` options name; ``default`` (the configuration's) when none is given."""
+    from edge.delegates import DelegateSpec, parse_options
+
+    options = parse_options(args.delegate_option)
+    if args.delegate:
+        return DelegateSpec(args.delegate, options)
+    if options:
+        raise ShelfscanError("--delegate-option needs --delegate LIB")
+    return default
 
 
 def add_preprocess_args(p: argparse.ArgumentParser, resize_default: str = "center_crop") -> None:
@@ -45,11 +70,12 @@ def open_classifier(args: argparse.Namespace):
 
     if args.bundle and args.model:
         raise ShelfscanError("give either --bundle or --model/--labels, not both")
+    delegate = delegate_from_args(args)
     if args.bundle:
-        return Classifier.from_bundle(args.bundle, args.threads)
+        return Classifier.from_bundle(args.bundle, args.threads, delegate=delegate)
     if not args.model or not args.labels:
         raise ShelfscanError("no model: pass --bundle DIR, or --model FILE with --labels FILE")
-    return Classifier.from_files(args.model, args.labels, args.threads, **preprocess_overrides(args))
+    return Classifier.from_files(args.model, args.labels, args.threads, delegate, **preprocess_overrides(args))
 
 
 def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.compat import tomllib
+from edge.delegates import DelegateSpec
 from edge.errors import ShelfscanError
 
 
@@ -43,19 +44,40 @@ class ModelConfig(_Section):
         default_factory=list, description="ed25519 public keys (PEM); when set, unsigned bundles are refused."
     )
     watch_interval_s: float = Field(5.0, gt=0, description="How often the bundle path is checked for a new version.")
+    delegate: str | None = Field(
+        None,
+        description="External TFLite delegate library (name or path), e.g. libedgetpu.so.1 for a Coral Edge TPU; "
+        "the ops it supports run on its accelerator (bundle and detector). Unset: the CPU (XNNPACK).",
+    )
+    delegate_options: dict[str, str] = Field(
+        default_factory=dict,
+        description='Options passed to the delegate library, e.g. {device = "usb"} for the Edge TPU.',
+    )
+
+    @model_validator(mode="after")
+    def _options_need_delegate(self) -> ModelConfig:
+        if self.delegate_options and not self.delegate:
+            raise ValueError("model.delegate_options needs model.delegate (the delegate library)")
+        return self
+
+    def delegate_spec(self) -> DelegateSpec | None:
+        """The configured external delegate, or None for the CPU."""
+        return DelegateSpec(self.delegate, dict(self.delegate_options)) if self.delegate else None
 
 
 class SourceConfig(_Section):
     kind: Literal["camera", "url", "video", "folder", "picamera2"] = Field(description="Where frames come from.")
-    camera: int | str | None = Field(None, description="Camera index (0) or device path (/dev/video0).")
+    camera: int | str | None = Field(
+        None, description="Camera index (0) or device path (/dev/video0); picamera2: the camera number (default 0)."
+    )
     url: str | None = Field(None, description="RTSP or HTTP stream URL.")
     path: Path | None = Field(None, description="Video file or image folder.")
     loop: bool = Field(False, description="Video: start again at the end instead of stopping.")
     fps: float | None = Field(
         None, gt=0, description="Pace frames at this rate (video default: the file's own frame rate)."
     )
-    width: int | None = Field(None, gt=0, description="Camera capture width request.")
-    height: int | None = Field(None, gt=0, description="Camera capture height request.")
+    width: int | None = Field(None, gt=0, description="Camera capture width request (picamera2: with height).")
+    height: int | None = Field(None, gt=0, description="Camera capture height request (picamera2: with width).")
     reopen_backoff_s: list[float] = Field(
         [1.0, 30.0], min_length=2, max_length=2, description="Reopen delay after a failure: [first, maximum] seconds."
     )
@@ -65,6 +87,10 @@ class SourceConfig(_Section):
         need = {"camera": "camera", "url": "url", "video": "path", "folder": "path"}.get(self.kind)
         if need and getattr(self, need) is None:
             raise ValueError(f"source kind {self.kind!r} needs '{need}'")
+        if self.kind == "picamera2" and (self.width is None) != (self.height is None):
+            raise ValueError("source kind 'picamera2' needs both width and height, or neither (640x480)")
+        if self.kind == "picamera2" and self.camera is not None and not str(self.camera).isdigit():
+            raise ValueError("source kind 'picamera2': camera is the camera number (0, 1, ...)")
         return self
 
 
@@ -250,6 +276,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, BaseModel):
         return "{}"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

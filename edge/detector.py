@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from edge.adapters import DelegateSummary, delegate_summary, describe_detector_io
 from edge.bundle import Bundle, check_model_io, load_bundle, open_bare_detector, require_task
+from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
@@ -54,6 +55,7 @@ class Detector:
         score_threshold: float | None = None,
         nms_iou: float | None = None,
         max_detections: int | None = None,
+        external_delegate: DelegateSpec | None = None,
     ) -> None:
         require_task(bundle, "detect")
         try:
@@ -75,10 +77,12 @@ class Detector:
         self._quant = {role: (o.scale, o.zero_point) if o.quantized else (0.0, 0) for role, o in io.outputs.items()}
         self._maps: dict[tuple[int, int], FrameMap] = {}  # per frame size
         self.delegate: DelegateSummary = delegate_summary(interpreter)
+        self.external_delegate = external_delegate
         log.info(
-            "detector %s %s (%s, %s): runtime %s %s, %d threads, XNNPACK %s (%d of %d ops), input %s via %s",
+            "detector %s %s (%s, %s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s",
             bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, io.format, backend.name,
-            backend.version, threads, "applied" if self.delegate.applied else "not applied",
+            backend.version, threads, external_delegate.name if external_delegate else "XNNPACK",
+            "applied" if self.delegate.applied else "not applied",
             self.delegate.delegated_ops, self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
         )  # fmt: skip
 
@@ -88,18 +92,21 @@ class Detector:
         bundle: str | Path | Bundle,
         threads: int | None = None,
         trusted_keys: dict[str, object] | None = None,
+        delegate: DelegateSpec | None = None,
         **settings: Any,
     ) -> Detector:
         """Load and fully validate a detect bundle (and its signature), then bind an interpreter.
 
-        ``settings``: ``score_threshold``, ``nms_iou``, ``max_detections`` overriding the manifest's.
+        ``settings``: ``score_threshold``, ``nms_iou``, ``max_detections`` overriding the manifest's;
+        ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
         """
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, trusted_keys)
         require_task(bundle, "detect")  # before the interpreter: the error names the bundle, not its tensors
         threads = threads or default_threads()
         backend = load_backend()
-        return cls(bundle, make_interpreter(bundle.model_path, threads, backend), backend, threads, **settings)
+        interpreter = make_interpreter(bundle.model_path, threads, backend, delegate)
+        return cls(bundle, interpreter, backend, threads, external_delegate=delegate, **settings)
 
     @classmethod
     def from_file(
@@ -111,6 +118,7 @@ class Detector:
         score_threshold: float | None = None,
         nms_iou: float | None = None,
         max_detections: int | None = None,
+        delegate: DelegateSpec | None = None,
         **spec_overrides: Any,
     ) -> Detector:
         """Open a bare ``.tflite`` with centernet outputs (stride inferred) or post-processing outputs.
@@ -119,9 +127,9 @@ class Detector:
         :func:`edge.bundle.open_bare_detector`); ``labels`` names class ids (optional).
         """
         threads = threads or default_threads()
-        bundle, interpreter = open_bare_detector(model, labels, threads, **spec_overrides)
+        bundle, interpreter = open_bare_detector(model, labels, threads, delegate=delegate, **spec_overrides)
         det = cls(bundle, interpreter, load_backend(), threads, score_threshold=score_threshold, nms_iou=nms_iou,
-                  max_detections=max_detections)  # fmt: skip
+                  max_detections=max_detections, external_delegate=delegate)  # fmt: skip
         if labels is None and det.format == "tflite_postprocess":
             det.labels = []  # its class ids have no names: shown as "class N", never as the placeholder label
         return det

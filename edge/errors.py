@@ -22,3 +22,7 @@ class ImageError(ShelfscanError):
 
 class RuntimeUnavailableError(ShelfscanError):
     """No TFLite interpreter package could be imported."""
+
+
+class DelegateError(ShelfscanError):
+    """An external TFLite delegate (``model.delegate``, ``--delegate``) could not be loaded or applied."""

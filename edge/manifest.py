@@ -8,7 +8,7 @@ that a typo never silently falls back to a default.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -115,7 +115,7 @@ class DetectionSpec(_Strict):
 
 
 class Provenance(_Strict):
-    created: datetime = Field(default_factory=lambda: datetime.now(UTC), description="UTC creation time.")
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="UTC creation time.")
     tool: str = Field("shelfscan", description="Program that wrote the bundle.")
     tool_version: str = Field(description="Version of that program.")
     source_model_sha256: str | None = Field(None, description="sha256 of the model it was converted from.")

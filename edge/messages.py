@@ -7,17 +7,18 @@ against them.
 
 from __future__ import annotations
 
-import enum
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
+
+from edge.compat import StrEnum
 
 #: 2: ``facing``, ``gap`` and ``shelfmap`` messages; ``counts`` gained ``pipeline``, ``reason`` and, in the
 #: detect_classify pipeline, ``facings``, ``gaps``, ``unknown`` and ``rows`` (docs/agent.md, "Schema version 2").
 SCHEMA_VERSION = 2
 
 
-class MessageKind(enum.StrEnum):
+class MessageKind(StrEnum):
     """Every message type; each is the last topic level and has a schema in docs/schemas/."""
 
     STATUS = "status"
@@ -36,7 +37,7 @@ _KINDS = frozenset(k.value for k in MessageKind)
 
 
 def rfc3339(ts: float | None = None) -> str:
-    dt = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    dt = datetime.now(timezone.utc) if ts is None else datetime.fromtimestamp(ts, timezone.utc)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -13,7 +13,6 @@ publishes, and times its own stages.
 
 from __future__ import annotations
 
-import enum
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,17 +20,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.compat import StrEnum
 from edge.config import InferenceConfig
 from edge.runtime import Classifier, Prediction
 from edge.sightings import SightingTracker, Smoother
 
 
-class PipelineMode(enum.StrEnum):
+class PipelineMode(StrEnum):
     CLASSIFY = "classify"
     DETECT_CLASSIFY = "detect_classify"
 
 
-class ReportKind(enum.StrEnum):
+class ReportKind(StrEnum):
     """What a pipeline reports; each is a message type of the same name (docs/schemas)."""
 
     SIGHTING = "sighting"

@@ -29,7 +29,8 @@ from edge.adapters import (
     top_k,
 )
 from edge.bundle import Bundle, check_model_io, load_bundle, open_bare, require_task
-from edge.errors import BundleError, RuntimeUnavailableError
+from edge.delegates import DelegateSpec, load_external_delegate
+from edge.errors import BundleError, DelegateError, RuntimeUnavailableError
 from edge.preprocess import Preprocessor, read_image
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,39 @@ _MODULES = {
 }
 
 
+#: The compiled hot paths and what runs instead when one was not built (no compiler at install).
+NATIVE_FALLBACKS = {"edge._resample": "resizing uses Pillow", "edge._topk": "top-k uses numpy"}
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     version: str
     interpreter_cls: Any
+    #: The package's ``load_delegate(library, options)`` (external delegates such as the Edge TPU's).
+    delegate_loader: Any = None
+
+
+@functools.cache
+def report_native_fallbacks() -> list[str]:
+    """Warn once per process when a C extension is missing, so a slow device says why.
+
+    setup.py's warning scrolls past in pip's build output (or is hidden by ``pip -q``); this
+    line lands in the journal the first time a model is loaded, i.e. at agent start.
+    """
+    missing = []
+    for module, fallback in NATIVE_FALLBACKS.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(f"{module} ({fallback})")
+    if missing:
+        log.warning(
+            "C extensions not built: %s; results are identical but slower. Install a C compiler "
+            "(apt install gcc python3-dev) and reinstall shelfscan to build them.",
+            ", ".join(missing),
+        )
+    return missing
 
 
 @functools.cache
@@ -63,10 +92,12 @@ def load_backend(preferred: str | None = None) -> Backend:
             tried.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             continue
         cls = module.lite.Interpreter if name == "tensorflow" else module.Interpreter
+        loader = module.lite.experimental.load_delegate if name == "tensorflow" else module.load_delegate
         top = importlib.import_module(name.split(".")[0])
         version = str(getattr(top, "__version__", "unknown"))
         log.info("TFLite runtime: %s %s", name, version)
-        return Backend(name, version, cls)
+        report_native_fallbacks()
+        return Backend(name, version, cls, loader)
     raise RuntimeUnavailableError(
         "no TFLite runtime could be imported (" + "; ".join(tried) + "); install one with: pip install ai-edge-litert"
     )
@@ -77,24 +108,41 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def make_interpreter(model: str | Path | bytes, threads: int | None = None, backend: Backend | None = None) -> Any:
-    """Create and allocate an interpreter; a file that is not a TFLite model is a :class:`BundleError`."""
+def make_interpreter(
+    model: str | Path | bytes,
+    threads: int | None = None,
+    backend: Backend | None = None,
+    delegate: DelegateSpec | None = None,
+) -> Any:
+    """Create and allocate an interpreter; a file that is not a TFLite model is a :class:`BundleError`.
+
+    With ``delegate`` the external delegate library is loaded first (a missing one is a
+    :class:`DelegateError`) and the ops it supports run on its accelerator.
+    """
     backend = backend or load_backend()
     threads = threads or default_threads()
-    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    source: dict[str, Any] = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    if delegate is not None:
+        source["experimental_delegates"] = [load_external_delegate(delegate, backend.delegate_loader)]
+    where = "model bytes" if isinstance(model, bytes) else str(model)
     try:
         interpreter = backend.interpreter_cls(num_threads=threads, **source)
         interpreter.allocate_tensors()
-    except ValueError as exc:
-        where = "model bytes" if isinstance(model, bytes) else str(model)
+    except (ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if delegate is not None and "delegate" in str(exc).lower():
+            raise DelegateError(f"delegate {delegate.library}: cannot run {where} ({first})") from None
+        if isinstance(exc, RuntimeError):
+            raise
         raise BundleError(f"{where}: not a loadable TFLite model ({first})") from None
     return interpreter
 
 
-def inspect_model(model: str | Path, threads: int | None = None) -> tuple[Any, ModelIO]:
+def inspect_model(
+    model: str | Path, threads: int | None = None, delegate: DelegateSpec | None = None
+) -> tuple[Any, ModelIO]:
     """Open a classifier and describe its input/output tensors; a detector is named as one."""
-    interpreter = make_interpreter(model, threads)
+    interpreter = make_interpreter(model, threads, delegate=delegate)
     try:
         return interpreter, describe_io(interpreter)
     except ValueError as exc:
@@ -108,9 +156,11 @@ def inspect_model(model: str | Path, threads: int | None = None) -> tuple[Any, M
         ) from None
 
 
-def inspect_detector(model: str | Path, threads: int | None = None) -> tuple[Any, DetectorIO]:
+def inspect_detector(
+    model: str | Path, threads: int | None = None, delegate: DelegateSpec | None = None
+) -> tuple[Any, DetectorIO]:
     """Open a detector and identify its outputs by shape; a classifier is named as one."""
-    interpreter = make_interpreter(model, threads)
+    interpreter = make_interpreter(model, threads, delegate=delegate)
     try:
         return interpreter, describe_detector_io(interpreter)
     except ValueError as exc:
@@ -133,6 +183,7 @@ def describe_model(model: Any) -> dict[str, Any]:
             "xnnpack_applied": model.delegate.applied,
             "delegated_ops": model.delegate.delegated_ops,
             "total_ops": model.delegate.total_ops,
+            "external": model.external_delegate.describe() if model.external_delegate else None,
         },
         "input": {"dtype": model.io.input.dtype, "shape": list(model.io.input.shape), "path": model.preprocessor.mode},
         "preprocessing": m.preprocessing.model_dump(),
@@ -151,7 +202,14 @@ class Classifier:
     Not thread-safe: one classifier per inference thread (interpreters are not re-entrant).
     """
 
-    def __init__(self, bundle: Bundle, interpreter: Any, backend: Backend, threads: int) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        interpreter: Any,
+        backend: Backend,
+        threads: int,
+        external_delegate: DelegateSpec | None = None,
+    ) -> None:
         require_task(bundle, "classify")
         io = describe_io(interpreter)
         check_model_io(bundle, io)
@@ -163,32 +221,47 @@ class Classifier:
         self._in, self._out = io.input.index, io.output.index
         self._out_q = (io.output.scale, io.output.zero_point) if io.output.quantized else (0.0, 0)
         self.delegate: DelegateSummary = delegate_summary(interpreter)
+        self.external_delegate = external_delegate
         log.info(
-            "model %s %s (%s): runtime %s %s, %d threads, XNNPACK %s (%d of %d ops), input %s via %s",
+            "model %s %s (%s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s",
             bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, backend.name, backend.version,
-            threads, "applied" if self.delegate.applied else "not applied", self.delegate.delegated_ops,
+            threads, external_delegate.name if external_delegate else "XNNPACK",
+            "applied" if self.delegate.applied else "not applied", self.delegate.delegated_ops,
             self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
         )  # fmt: skip
 
     @classmethod
     def from_bundle(
-        cls, bundle: str | Path | Bundle, threads: int | None = None, trusted_keys: dict[str, object] | None = None
+        cls,
+        bundle: str | Path | Bundle,
+        threads: int | None = None,
+        trusted_keys: dict[str, object] | None = None,
+        delegate: DelegateSpec | None = None,
     ) -> Classifier:
-        """Load and fully validate a bundle directory (and its signature), then bind an interpreter."""
+        """Load and fully validate a bundle directory (and its signature), then bind an interpreter.
+
+        ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
+        """
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, trusted_keys)
         threads = threads or default_threads()
         backend = load_backend()
-        return cls(bundle, make_interpreter(bundle.model_path, threads, backend), backend, threads)
+        interpreter = make_interpreter(bundle.model_path, threads, backend, delegate)
+        return cls(bundle, interpreter, backend, threads, delegate)
 
     @classmethod
     def from_files(
-        cls, model: str | Path, labels: str | Path, threads: int | None = None, **spec_overrides: Any
+        cls,
+        model: str | Path,
+        labels: str | Path,
+        threads: int | None = None,
+        delegate: DelegateSpec | None = None,
+        **spec_overrides: Any,
     ) -> Classifier:
         """Open a bare ``.tflite`` + labels; preprocessing from ``spec_overrides`` or inferred."""
         threads = threads or default_threads()
-        bundle, interpreter = open_bare(model, labels, threads=threads, **spec_overrides)
-        return cls(bundle, interpreter, load_backend(), threads)
+        bundle, interpreter = open_bare(model, labels, threads=threads, delegate=delegate, **spec_overrides)
+        return cls(bundle, interpreter, load_backend(), threads, delegate)
 
     # -- inference --------------------------------------------------------------------------
     def run_model(self) -> None:

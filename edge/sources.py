@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -121,24 +122,70 @@ class FolderSource(Source):
                 log.error("skipping %s", exc)
 
 
+#: Where each colour lies in the arrays Picamera2's ``capture_array`` returns, per pixel format, as the
+#: Picamera2 manual documents it ("RGB888 - 24 bits per pixel, ordered [B, G, R]. BGR888 - as above, but
+#: ordered [R, G, B]", section 4.2, and its Appendix A table). The names are libcamera's (DRM fourcc, little
+#: endian), so they read backwards as numpy arrays: "RGB888" is already OpenCV's BGR.
+PICAMERA2_LAYOUTS = {"RGB888": "BGR", "BGR888": "RGB", "XRGB8888": "BGRX", "XBGR8888": "RGBX"}
+
+
+def picamera2_to_bgr(array: np.ndarray, fmt: str) -> np.ndarray:
+    """A ``capture_array`` result in format ``fmt`` as a BGR uint8 frame (no copy when it already is one)."""
+    layout = PICAMERA2_LAYOUTS[fmt]
+    order = [layout.index(c) for c in "BGR"]
+    if order == [0, 1, 2] and array.shape[-1] == 3:
+        return array
+    return np.ascontiguousarray(array[..., order])
+
+
 class Picamera2Source(Source):
+    """A Raspberry Pi camera through libcamera's Python binding (Debian's ``python3-picamera2``).
+
+    Frames are requested in ``RGB888``, whose documented byte order is B, G, R: the BGR the
+    preprocessing expects, with no per-frame conversion.
+    """
+
     name = "picamera2"
+    #: The format asked of the ISP; see PICAMERA2_LAYOUTS for why it is the BGR one.
+    FORMAT = "RGB888"
+    DEFAULT_SIZE = (640, 480)
+
+    def __init__(self, width: int | None = None, height: int | None = None, camera: int = 0) -> None:
+        self.size = (width, height) if width and height else self.DEFAULT_SIZE
+        self.camera_num = camera
+        self.name = f"picamera2 {camera}"
+        self.cam: Any = None  # a picamera2.Picamera2 while open
 
     def open(self) -> None:
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
-        except ImportError:
-            raise ShelfscanError("source kind 'picamera2' needs the picamera2 package (Raspberry Pi OS)") from None
-        self.cam = Picamera2()
-        self.cam.configure(self.cam.create_preview_configuration(main={"format": "BGR888"}))
-        self.cam.start()
+        except Exception as exc:  # a numpy ABI mismatch raises more than ImportError
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ShelfscanError(
+                f"source kind 'picamera2' cannot import picamera2 ({detail}): apt install python3-picamera2 and "
+                "install the agent with scripts/install-agent.sh --system-site-packages"
+            ) from None
+        cam = Picamera2(self.camera_num)
+        self.cam = cam
+        cam.configure(cam.create_preview_configuration(main={"format": self.FORMAT, "size": self.size}))
+        got = tuple(cam.camera_configuration()["main"]["size"])
+        if got != self.size:
+            log.warning("picamera2 delivers %dx%d (asked for %dx%d: the ISP's nearest)", *got, *self.size)
+        cam.start()
 
     def read(self) -> np.ndarray | None:
-        return self.cam.capture_array()
+        assert self.cam is not None
+        return picamera2_to_bgr(self.cam.capture_array("main"), self.FORMAT)
 
     def close(self) -> None:
-        if getattr(self, "cam", None) is not None:
-            self.cam.stop()
+        """Stop and release the camera: libcamera refuses a second open while this one holds it."""
+        cam, self.cam = self.cam, None
+        if cam is not None:
+            for step in ("stop", "close"):
+                try:
+                    getattr(cam, step)()
+                except Exception as exc:  # a vanished camera fails to stop; the reopen must still happen
+                    log.debug("picamera2 %s: %s", step, exc)
 
 
 def make_source(cfg: SourceConfig) -> Source:
@@ -152,7 +199,7 @@ def make_source(cfg: SourceConfig) -> Source:
         return CvSource(str(cfg.path), f"video {cfg.path}", loop=cfg.loop, is_file=True)
     if cfg.kind == "folder":
         return FolderSource(Path(str(cfg.path)))
-    return Picamera2Source()
+    return Picamera2Source(cfg.width, cfg.height, int(cfg.camera or 0))
 
 
 class CaptureThread(threading.Thread):

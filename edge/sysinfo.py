@@ -10,7 +10,7 @@ import os
 import platform
 import shutil
 import subprocess
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ def machine_info() -> dict[str, Any]:
     total_kb = next((int(line.split()[1]) for line in mem.splitlines() if line.startswith("MemTotal")), 0)
     temp = _read("/sys/class/thermal/thermal_zone0/temp")
     info: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "cpu": cpu_model(),
         "cpu_features": " ".join(cpu_features()) or "none of " + " ".join(NOTABLE_FEATURES),

@@ -74,6 +74,16 @@ def test_agent_unit_security_exposure(tmp_path):
         assert key in text, key
 
 
+@pytest.mark.parametrize("name", ["shelfscan-agent.service", "shelfscan-agent@.service"])
+def test_agent_units_allow_the_camera_devices(name):
+    """What libcamera opens for a Pi camera, besides V4L2; and /proc/cpuinfo, without which XNNPACK is off."""
+    lines = (UNITS / name).read_text().splitlines()
+    assert "DevicePolicy=closed" in lines
+    for device in ("char-video4linux", "char-media", "char-dma_heap", "/dev/vchiq"):  # video*, media*, dma_heap/*
+        assert f"DeviceAllow={device} rw" in lines, device
+    assert not [line for line in lines if line.startswith("ProcSubset=")]
+
+
 def notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = str(tmp_path / "notify.sock")
@@ -128,13 +138,32 @@ def test_agent_sends_ready_and_watchdog(tmp_path, bundle, video):  # noqa: F811
         broker.stop()
 
 
+def test_installer_rejects_32_bit_arm(tmp_path):
+    fake = tmp_path / "python3"  # what Raspberry Pi OS (32-bit) says, without an armv7l machine
+    fake.write_text('#!/bin/sh\necho "armv7l 32"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "DESTDIR": str(tmp_path / "root"), "PYTHON": str(fake)}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "armv7l" in proc.stderr and "64-bit" in proc.stderr and "ai-edge-litert" in proc.stderr
+    assert not (tmp_path / "root").exists()
+
+
 def test_installer_in_scratch_root(tmp_path):
     root = tmp_path / "root"
     env = {**os.environ, "DESTDIR": str(root), "PYTHON": sys.executable}
-    for _ in range(2):  # idempotent
-        proc = subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"], env=env,
+    for extra in ([], ["--system-site-packages"]):  # idempotent; the second run turns system site packages on
+        proc = subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable", *extra], env=env,
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "include-system-site-packages = true" in (root / "opt/shelfscan/venv/pyvenv.cfg").read_text()
+    pin = re.search(r"numpy pinned to the system's (\S+)", proc.stdout)
+    if pin:  # the base interpreter has numpy: the venv's numpy is that version
+        check = [str(root / "opt/shelfscan/venv/bin/python"), "-I", "-c", "import numpy; print(numpy.__version__)"]
+        venv_numpy = subprocess.run(check, capture_output=True, text=True)
+        assert venv_numpy.stdout.strip() == pin.group(1)
     expected = ["opt/shelfscan/venv/bin/shelfscan-agent", "etc/shelfscan/agent.toml", "etc/shelfscan/agent.env",
                 "etc/shelfscan/agent.toml.example", "var/lib/shelfscan/bundles"]  # fmt: skip
     expected += [f"etc/systemd/system/{u}" for u in ("shelfscan-agent.service", "shelfscan-agent@.service",
@@ -153,7 +182,24 @@ def test_installer_in_scratch_root(tmp_path):
     subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"], env=env, check=True,
                    capture_output=True, timeout=600)  # fmt: skip
     assert (root / "etc/shelfscan/agent.toml").read_text().endswith("# edited\n")  # config is never clobbered
+    assert "include-system-site-packages = true" in (root / "opt/shelfscan/venv/pyvenv.cfg").read_text()  # kept
     subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--uninstall"], env=env, check=True,
                    capture_output=True)  # fmt: skip
     assert not (root / "opt/shelfscan").exists() and not (root / "etc/systemd/system/shelfscan-agent.service").exists()
     assert (root / "etc/shelfscan/agent.toml").exists()
+
+
+def test_missing_c_extension_is_one_warning_per_process(monkeypatch, caplog):
+    """No compiler at install: the first model load says which fallback runs, once (the agent's start)."""
+    from edge import runtime
+
+    monkeypatch.setitem(sys.modules, "edge._topk", None)  # as if it had not been built
+    runtime.report_native_fallbacks.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="edge.runtime"):
+            assert "edge._topk (top-k uses numpy)" in runtime.report_native_fallbacks()
+            runtime.report_native_fallbacks()
+    finally:
+        runtime.report_native_fallbacks.cache_clear()
+    warnings = [r.getMessage() for r in caplog.records if "C extensions not built" in r.getMessage()]
+    assert len(warnings) == 1 and "edge._topk (top-k uses numpy)" in warnings[0] and "compiler" in warnings[0]

@@ -1,0 +1,174 @@
+"""External TFLite delegates: model.delegate / --delegate, one-line errors, and a real delegate library.
+
+No accelerator here, so the positive path uses a do-nothing delegate compiled from C below: it
+exports the external-delegate entry points, is loaded through the runtime's ``load_delegate`` and
+passed as ``experimental_delegates`` exactly as libedgetpu.so.1 would be, and claims no ops.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from edge.bundle import write_bundle
+from edge.config import example_toml, parse_config
+from edge.delegates import DelegateSpec, parse_options
+from edge.errors import DelegateError, ShelfscanError
+from edge.labels import read_labels
+from edge.preprocess import PreprocessSpec
+from tests.conftest import run_cli
+from tests.mqtt_helpers import SCHEMAS
+
+NOOP_DELEGATE_C = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* TfLiteDelegate's leading fields (tensorflow/lite/core/c/common.h); zeroed room for newer ones. */
+typedef struct Delegate {
+  void* data;
+  int (*prepare)(void* context, struct Delegate* delegate);
+  void* copy_from_buffer_handle;
+  void* copy_to_buffer_handle;
+  void* free_buffer_handle;
+  int64_t flags;
+  void* opaque_delegate_builder;
+  char reserved[256];
+} Delegate;
+
+static int prepare(void* context, Delegate* delegate) { (void)context; (void)delegate; return 0; }
+
+Delegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n, void (*report_error)(const char*)) {
+  for (size_t i = 0; i < n; i++) {
+    if (strcmp(keys[i], "fail") == 0) { report_error("refused: no device"); return NULL; }
+  }
+  Delegate* d = calloc(1, sizeof(Delegate));
+  if (d) d->prepare = prepare;
+  return d;
+}
+
+void tflite_plugin_destroy_delegate(Delegate* d) { free(d); }
+"""
+
+
+@pytest.fixture(scope="module")
+def noop_delegate(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the test delegate")
+    root = tmp_path_factory.mktemp("delegate")
+    (root / "noop_delegate.c").write_text(NOOP_DELEGATE_C)
+    lib = root / "libnoop_delegate.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(root / "noop_delegate.c")], check=True)
+    return lib
+
+
+@pytest.fixture(scope="module")
+def ref_bundle(reference, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("delegate_bundles") / "ref-int8"
+    write_bundle(out, reference / "mobilenet_v2_1.0_224_quant.tflite", read_labels(reference / "imagenet_labels.txt"),
+                 PreprocessSpec(height=224, width=224), name="ref", version="1", backbone="mobilenet_v2",
+                 variant="int8")  # fmt: skip
+    return out
+
+
+def one_error_line(stderr: str, command: str) -> str:
+    """The single error line a CLI prints; no traceback, no finaliser noise."""
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(f"shelfscan-agent {command}: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+MISSING = "/nonexistent/libedgetpu.so.1"
+
+
+def test_config_accepts_model_delegate():
+    cfg = parse_config({"model": {"bundle": "b", "delegate": "libedgetpu.so.1", "delegate_options": {"device": "usb"}},
+                        "source": {"kind": "camera", "camera": 0}})  # fmt: skip
+    assert cfg.model.delegate_spec() == DelegateSpec("libedgetpu.so.1", {"device": "usb"})
+    plain = parse_config({"model": {"bundle": "b"}, "source": {"kind": "camera", "camera": 0}})
+    assert plain.model.delegate_spec() is None
+    with pytest.raises(ShelfscanError, match=r"delegate_options needs model\.delegate"):
+        parse_config({"model": {"bundle": "b", "delegate_options": {"device": "usb"}},
+                      "source": {"kind": "camera", "camera": 0}})  # fmt: skip
+    assert "delegate_options = {}" in example_toml()
+
+
+def test_option_pairs():
+    assert parse_options(["device=usb", " x = 1 "]) == {"device": "usb", "x": "1"}
+    with pytest.raises(DelegateError, match="KEY=VALUE"):
+        parse_options(["device"])
+
+
+def test_classify_missing_delegate_is_one_line(reference):
+    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
+                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", MISSING)  # fmt: skip
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr, "classify")
+    assert f"delegate {MISSING}: cannot load the library" in line and "No such file" in line
+
+
+def test_bench_missing_delegate_is_one_line(ref_bundle):
+    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--delegate", MISSING)
+    assert proc.returncode == 2
+    assert f"delegate {MISSING}: cannot load the library" in one_error_line(proc.stderr, "bench")
+
+
+def test_bench_takes_the_delegate_from_the_config(ref_bundle, tmp_path):
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[model]\nbundle = "{ref_bundle}"\ndelegate = "{MISSING}"\n[source]\nkind = "picamera2"\n')
+    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--config", str(config))
+    assert proc.returncode == 2 and MISSING in one_error_line(proc.stderr, "bench")
+
+
+def test_a_library_that_is_no_delegate_is_one_line(reference):
+    libz = ctypes.util.find_library("z")
+    if libz is None:
+        pytest.skip("no libz to stand in for a non-delegate library")
+    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
+                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", libz)  # fmt: skip
+    assert proc.returncode == 2
+    assert "not a TFLite delegate library" in one_error_line(proc.stderr, "classify")
+
+
+def test_classify_runs_through_a_delegate(reference, noop_delegate):
+    args = [str(reference / "samples" / "coffee.png"), "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+            "--labels", str(reference / "imagenet_labels.txt"), "--json"]  # fmt: skip
+    plain = run_cli("classify", *args, check=True)
+    delegated = run_cli("classify", *args, "--delegate", str(noop_delegate), check=True)
+    doc, base = json.loads(delegated.stdout), json.loads(plain.stdout)
+    assert doc["delegate"]["external"] == {"library": str(noop_delegate), "options": {}}
+    assert base["delegate"]["external"] is None
+    assert doc["results"][0]["top_k"] == base["results"][0]["top_k"]  # it claimed no ops: the same CPU path
+
+
+def test_delegate_that_fails_to_start_is_one_line(reference, noop_delegate):
+    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
+                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", str(noop_delegate),
+                   "--delegate-option", "fail=1")  # fmt: skip
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr, "classify")
+    assert "failed to create the delegate" in line and "refused: no device" in line
+
+
+def test_bench_reports_the_delegate(ref_bundle, noop_delegate):
+    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--json", "-",
+                   "--delegate", str(noop_delegate), "--delegate-option", "device=usb")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    jsonschema.validate(doc, json.loads((SCHEMAS / "bench.schema.json").read_text()))
+    row = doc["results"][0]
+    assert row["delegate"]["external"] == {"library": str(noop_delegate), "options": {"device": "usb"}}
+    table = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--delegate", str(noop_delegate))
+    assert table.returncode == 0, table.stderr
+    assert "delegate (ops)" in table.stdout and "libnoop_delegate.so (" in table.stdout
