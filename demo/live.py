@@ -89,7 +89,7 @@ class LiveView:
         """A retained message of an earlier run (MQTT_URL with a persistent broker): older than this view."""
         try:
             ts = doc.get("started") or doc.get("ts")
-            return datetime.fromisoformat(str(ts)).timestamp() < self.wall_start - 1.0
+            return datetime.fromisoformat(str(ts).replace("Z", "+00:00")).timestamp() < self.wall_start - 1.0
         except ValueError:
             return False
 
