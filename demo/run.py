@@ -52,7 +52,7 @@ CAMERA_VIEWS = ("--augment-views", "1", "--augment-camera")
 DEFAULTS: dict[str, Any] = {"per_class": 100, "calibration_count": 100, "train_shelves": 600, "val_shelves": 60,
                             "detector_epochs": 20, "eval_shelves": 60, "seconds": 60.0}  # fmt: skip
 QUICK: dict[str, Any] = {"per_class": 80, "calibration_count": 50, "train_shelves": 300, "val_shelves": 30,
-                         "detector_epochs": 12, "eval_shelves": 20, "seconds": 25.0, "input_size": 128}  # fmt: skip
+                         "detector_epochs": 12, "eval_shelves": 20, "seconds": 25.0, "input_size": 160}  # fmt: skip
 
 
 class StageError(Exception):
@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 60; quick 20)")  # fmt: skip
     p.add_argument("--seconds", type=float, help="length of the shelf pass at 10 fps (default 60; quick 25)")
     p.add_argument("--quick", action="store_true",
-                   help="fewer images and shelves, a 128 px classifier, a 25 s pass (the CI version)")  # fmt: skip
+                   help="fewer images and shelves, a 160 px classifier, a 25 s pass (the CI version)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     return p
 

@@ -1,4 +1,4 @@
-"""The demo, shortened (fewer images and shelves, 128 px classifier, a 25 s pass), end to end through the
+"""The demo, shortened (fewer images and shelves, 160 px classifier, a 25 s pass), end to end through the
 embedded amqtt broker: generate -> shelfscan-train (classifier, facing detector) -> shelfscan-convert (both
 int8) -> dense shelf pass -> agent in detect_classify -> live subscriber -> facings and gaps vs the truth.
 
