@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int,
                    help="head epochs (classify, default 100) or detector epochs (detect, default "
                    f"{DetectorConfig.epochs}); early stopping on val loss either way")  # fmt: skip
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="head (classify) or neck (detect) learning rate")
     p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -169,6 +169,7 @@ def _detect(args: argparse.Namespace) -> int:
     epochs = args.epochs or DetectorConfig.epochs
     cfg = DetectorConfig(data=args.data, out=args.out, weights=args.weights, height=height, width=width,
                          train_shelves=args.train_shelves, val_shelves=args.val_shelves, epochs=epochs,
+                         learning_rate=args.learning_rate,
                          batch_size=args.batch_size, seed=args.seed, val_pct=args.val_pct, test_pct=args.test_pct,
                          score_threshold=args.score_threshold)  # fmt: skip
     try:
