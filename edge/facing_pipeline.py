@@ -50,7 +50,7 @@ class DetectClassifyPipeline:
         self.inference, self.counting = inference, counting
         self.clock = StageClock(("detect", "crops", "classify", "track"))
         self.motion = MotionTracker()
-        self.counter = FacingCounter(counting)
+        self.counter = FacingCounter(counting, ignore=frozenset(inference.ignore_labels))
         self.facings_per_frame: deque[int] = deque(maxlen=1000)
         self.crop_failures = 0
         self.scanning = False
@@ -104,9 +104,7 @@ class DetectClassifyPipeline:
             self.crop_failures += 1
             log.debug("crop not classified: %s", exc)
             return None, 0.0
-        if best.label in self._ignore:
-            return None, 0.0
-        return best.label, best.score
+        return best.label, best.score  # an ignored label votes too: a track it wins is no facing (the counter)
 
     def start_scan(self) -> None:
         self.counter.reset()
@@ -136,7 +134,7 @@ class DetectClassifyPipeline:
         """Extra figures for the agent's stats message."""
         per_frame = float(np.mean(self.facings_per_frame)) if self.facings_per_frame else 0.0
         return {"facings_per_frame": round(per_frame, 2), "crop_failures": self.crop_failures,
-                "tracks": self.counter.live_tracks}  # fmt: skip
+                "tracks": self.counter.live_tracks, "rejected": self.counter.rejected}  # fmt: skip
 
 
 def _report(event: FacingCounted | GapFound) -> Report:

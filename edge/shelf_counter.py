@@ -206,9 +206,12 @@ class FacingCounter:
     """
 
     def __init__(self, config: CountingConfig | None = None, frame_width: int = 640,
-                 associator: Associator | None = None) -> None:  # fmt: skip
+                 associator: Associator | None = None, ignore: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.config = config or CountingConfig()
         self.frame_width = frame_width
+        # Labels that are not products (a classifier's "background"): a box whose crops vote for one is
+        # a detector's mistake, e.g. on an empty slot, and is dropped, so the gap it covered shows.
+        self.ignore = ignore
         self._tracker = associator or WorldTracker(self.config.match_iou, self.config.max_missed)
         self.reset()
 
@@ -229,6 +232,7 @@ class FacingCounter:
         self._last: tuple[int, float, dict[str, Any] | None] = (0, 0.0, None)
         self.frames = 0
         self.duplicates = 0  # tracks that turned out to be an already counted facing
+        self.rejected = 0  # boxes whose crops voted for an ignored label: not facings
         self.ended: str | None = None
 
     # -- results ---------------------------------------------------------------------------------
@@ -503,6 +507,9 @@ class FacingCounter:
         events: list[Event] = []
         for placed in list(self._unsettled):
             label, score, votes, n = self._vote(placed)
+            if label in self.ignore and (final or n >= self.config.settle_votes or placed.tracks[0].ended):
+                self._reject(placed)
+                continue
             if final or n >= self.config.settle_votes or placed.tracks[0].ended:
                 placed.event = FacingCounted(placed.tracks[0].id, label, score, votes, placed.row, placed.box,
                                              placed.world_box, placed.frame_index, placed.t, placed.pose,
@@ -512,6 +519,8 @@ class FacingCounter:
                 events.append(placed.event)
         waiting = []
         for row, left, right in self._candidates:
+            if left not in row.placed:
+                continue  # rejected since
             idx = row.placed.index(left)
             if idx + 1 >= len(row.placed) or row.placed[idx + 1] is not right:
                 continue  # a facing was counted between them since
@@ -523,6 +532,17 @@ class FacingCounter:
                 events.append(gap)
         self._candidates = waiting
         return events
+
+    def _reject(self, placed: _Placed) -> None:
+        """Take a settled non-product off the shelf map; its two neighbours become gap candidates again."""
+        self._unsettled.remove(placed)
+        self.rejected += 1
+        row = next(r for r in self._rows if r.id == placed.row)
+        k = row.placed.index(placed)
+        del row.placed[k]
+        del row.centres[k]
+        if 0 < k < len(row.placed):
+            self._candidates.append((row, row.placed[k - 1], row.placed[k]))
 
     def _occupied(self, row: _Row, left: _Placed, right: _Placed) -> bool:
         """An uncounted track (live, or ended unpassed) stands between the two: it may still count."""

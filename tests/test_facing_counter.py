@@ -351,3 +351,24 @@ def test_real_pixels_motion_and_counting_agree(shared, seed):
     assert counter.counts == dict(sorted(Counter(labels[i] for i in expected).items()))
     for gap in counter.gaps:
         assert any(abs(gap.x0 - g.box[0]) < 4 and abs(gap.x1 - g.box[2]) < 4 for g in canvas.gaps), gap
+
+
+def test_a_box_voted_background_is_no_facing_and_its_gap_shows():
+    """A detector box on an empty slot whose crops read as an ignored label is dropped: the gap is reported."""
+    world = np.array([[100, 100, 180, 200], [180, 100, 260, 200], [260, 100, 340, 200], [340, 100, 420, 200]],
+                     np.float32)  # fmt: skip
+    labels = [("tea", 0.9), ("background", 0.9), ("milk", 0.9), ("milk", 0.9)]
+    for ignore, facings, gaps in ((frozenset({"background"}), {"milk": 2, "tea": 1}, 1),
+                                  (frozenset(), {"background": 1, "milk": 2, "tea": 1}, 0)):  # fmt: skip
+        counter = FacingCounter(CountingConfig(), frame_width=640, ignore=ignore)
+        events = []
+        for k in range(60):
+            offset = (8.0 * k - 200.0, 0.0)
+            dets = Detections.from_arrays(world - np.array([*offset, *offset], np.float32), [0.9] * 4)
+            events += counter.update(k, k / 10, dets, labels, offset)
+        events += counter.finish("stop")
+        assert counter.counts == facings and len(counter.gaps) == gaps, (ignore, counter.counts, counter.gaps)
+        assert counter.rejected == (1 if ignore else 0)
+        if gaps:
+            gap = counter.gaps[0]
+            assert (gap.left_label, gap.right_label) == ("tea", "milk") and gap.x1 - gap.x0 == pytest.approx(80, abs=1)
