@@ -310,7 +310,7 @@ class Agent:
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
                      mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
-                     frame_errors=self.frame_errors,
+                     frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(),
                      **getattr(self.pipeline, "stats", dict)())  # fmt: skip
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:

@@ -163,6 +163,7 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
         "delegate": {"xnnpack_applied": clf.delegate.applied, "delegated_ops": clf.delegate.delegated_ops,
                      "total_ops": clf.delegate.total_ops, "delegate_nodes": clf.delegate.delegate_nodes,
                      "external": delegate.describe() if delegate else None},
+        "resize": clf.preprocessor.resize_kernel,
         "cold_start_ms": {"load": round(1e3 * load_s, 3), "first_inference": round(1e3 * first_s, 3)},
         "stages": stages,
         "rss_mb": round(_rss_mb(), 1),
@@ -229,7 +230,7 @@ def format_table(report: dict[str, Any]) -> str:
         names = {"preprocess": "prep", "postprocess": "post", "publish": "pub"}
         head = (f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} "
                 + " ".join(f"{names.get(s, s):>8}" for s in stages)
-                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7}  delegate (ops)")  # fmt: skip
+                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7}  resize  delegate (ops)")  # fmt: skip
         if mode != "classify":
             lines.append(f"pipeline {mode}: detector {Path(rows[0]['detector']['bundle']).name}, "
                          f"{rows[0].get('facings_per_frame', '?')} facings per frame")  # fmt: skip
@@ -243,7 +244,7 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{name:<24} {r['threads']:>3} {cold['load']:>8.1f} {cold['first_inference']:>8.1f} "
                 + " ".join(f"{s[st]['p50']:>8.2f}" for st in stages)
                 + f" {s['total']['p50']:>8.2f} {s['total']['p99']:>8.2f} {r['fps']:>7.1f} {top1:>7}  "
-                + delegate_label(r["delegate"])
+                + f"{r.get('resize', '?')}  {delegate_label(r['delegate'])}"
             )
             if "invoke_vs_raw" in r:
                 lines.append(f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "

@@ -79,11 +79,12 @@ class Detector:
         self.delegate: DelegateSummary = delegate_summary(interpreter)
         self.external_delegate = external_delegate
         log.info(
-            "detector %s %s (%s, %s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s",
+            "detector %s %s (%s, %s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
             bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, io.format, backend.name,
             backend.version, threads, external_delegate.name if external_delegate else "XNNPACK",
             "applied" if self.delegate.applied else "not applied",
             self.delegate.delegated_ops, self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
+            self.preprocessor.resize_kernel,
         )  # fmt: skip
 
     @classmethod

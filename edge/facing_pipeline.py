@@ -130,6 +130,10 @@ class DetectClassifyPipeline:
     def models(self) -> dict[str, dict[str, str]]:
         return {"classifier": self.classifier.bundle.model_id, "detector": self.detector.bundle.model_id}
 
+    def resize_kernels(self) -> dict[str, str]:
+        return {"classifier": self.classifier.preprocessor.resize_kernel,
+                "detector": self.detector.preprocessor.resize_kernel}  # fmt: skip
+
     def stats(self) -> dict[str, Any]:
         """Extra figures for the agent's stats message."""
         per_frame = float(np.mean(self.facings_per_frame)) if self.facings_per_frame else 0.0

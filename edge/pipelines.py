@@ -79,6 +79,7 @@ class FramePipeline(Protocol):
     def counts(self) -> dict[str, Any]: ...
     def labels(self) -> list[str]: ...
     def models(self) -> dict[str, dict[str, str]]: ...
+    def resize_kernels(self) -> dict[str, str]: ...
 
 
 class ClassifyPipeline:
@@ -137,6 +138,9 @@ class ClassifyPipeline:
 
     def models(self) -> dict[str, dict[str, str]]:
         return {"classifier": self.classifier.bundle.model_id}
+
+    def resize_kernels(self) -> dict[str, str]:
+        return {"classifier": self.classifier.preprocessor.resize_kernel}
 
     def swap(self, classifier: Classifier) -> None:
         """A reloaded model: the open run of frames is dropped, the scan's counts are kept."""

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge import resample
 from edge.errors import ImageError
 from edge.resample import resize_antialias
 
@@ -164,6 +165,15 @@ class Preprocessor:
         self._lut = _affine_lut(a.astype(np.float32), b.astype(np.float32), dtype)
         self._interp = _INTERPOLATION.get(spec.interpolation, -1)
         self._boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # per frame size
+
+    @property
+    def resize_kernel(self) -> str:
+        """The resize code this preprocessing runs: the compiled resampler's kernel (``c-neon``,
+        ``c-avx2``, ...; ``pillow`` without it) or the OpenCV filter. Logged at start, in ``bench``
+        and ``stats``, because it decides how far the frame path is from the bare invoke."""
+        if self.spec.interpolation == "bilinear_antialias":
+            return resample.kernel()
+        return f"opencv-{self.spec.interpolation}"
 
     # -- entry points -------------------------------------------------------------------
     def from_bgr(self, frame: np.ndarray) -> np.ndarray:

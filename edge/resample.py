@@ -6,10 +6,10 @@ two axes scale very differently, Pillow 13 sometimes differs by one level in som
 
 Quantized models are sensitive to resampling: the reference MobileNet's espresso score moves
 from 0.82 (Pillow's antialiased bilinear, how it was evaluated) to 0.94 with OpenCV's plain
-bilinear. The compiled ``edge._resample`` does Pillow's exact arithmetic: portable C about
-four times faster than Pillow, and on x86 CPUs with AVX-512 VBMI and VNNI a permute + dot
-product kernel about ten times faster (480x480 -> 224x224 in ~0.13 ms, 2026 EPYC). Without the
-module (no compiler on the device) Pillow itself is used, with identical output.
+bilinear. The compiled ``edge._resample`` does Pillow's exact arithmetic in portable C that the
+compiler vectorises (NEON on aarch64, AVX2 on most x86), several times faster than Pillow
+(docs/benchmarks/runtime.md). Without the module (no compiler on the device) Pillow itself is
+used, with identical output.
 """
 
 from __future__ import annotations
@@ -31,10 +31,8 @@ def backend() -> str:
 
 
 def kernel() -> str:
-    """Which resize code runs on this CPU: ``avx512vbmi``, ``generic`` (portable C) or ``pillow``.
-
-    Downscales by more than ~14x (support wider than the SIMD kernel's 128-byte window) take the
-    portable C path even where the SIMD kernel exists.
+    """Which resize code runs here: ``c-neon``, ``c-avx2``, ``c-sse2`` (the compiled C, by the vector
+    instructions it runs with on this CPU), ``c`` (other machines) or ``pillow`` (not built).
     """
     return _resample.kernel() if _resample is not None else "pillow"
 

@@ -185,7 +185,12 @@ def describe_model(model: Any) -> dict[str, Any]:
             "total_ops": model.delegate.total_ops,
             "external": model.external_delegate.describe() if model.external_delegate else None,
         },
-        "input": {"dtype": model.io.input.dtype, "shape": list(model.io.input.shape), "path": model.preprocessor.mode},
+        "input": {
+            "dtype": model.io.input.dtype,
+            "shape": list(model.io.input.shape),
+            "path": model.preprocessor.mode,
+            "resize": model.preprocessor.resize_kernel,
+        },
         "preprocessing": m.preprocessing.model_dump(),
     }
 
@@ -223,11 +228,11 @@ class Classifier:
         self.delegate: DelegateSummary = delegate_summary(interpreter)
         self.external_delegate = external_delegate
         log.info(
-            "model %s %s (%s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s",
+            "model %s %s (%s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
             bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, backend.name, backend.version,
             threads, external_delegate.name if external_delegate else "XNNPACK",
             "applied" if self.delegate.applied else "not applied", self.delegate.delegated_ops,
-            self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
+            self.delegate.total_ops, io.input.dtype, self.preprocessor.mode, self.preprocessor.resize_kernel,
         )  # fmt: skip
 
     @classmethod
