@@ -31,6 +31,7 @@ from edge.adapters import (
 from edge.bundle import Bundle, check_model_io, load_bundle, open_bare, require_task
 from edge.delegates import DelegateSpec, load_external_delegate
 from edge.errors import BundleError, DelegateError, RuntimeUnavailableError
+from edge.native_stderr import first_interpreter_output
 from edge.preprocess import Preprocessor, read_image
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,9 @@ def make_interpreter(
         source["experimental_delegates"] = [load_external_delegate(delegate, backend.delegate_loader)]
     where = "model bytes" if isinstance(model, bytes) else str(model)
     try:
-        interpreter = backend.interpreter_cls(num_threads=threads, **source)
-        interpreter.allocate_tensors()
+        with first_interpreter_output():
+            interpreter = backend.interpreter_cls(num_threads=threads, **source)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if delegate is not None and "delegate" in str(exc).lower():
