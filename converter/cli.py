@@ -14,6 +14,7 @@ from typing import Any
 
 from edge import __version__
 from edge.errors import ShelfscanError
+from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--make-key", metavar="PATH", help="write a new ed25519 key pair to PATH and PATH.pub, then exit")
     p.add_argument("--bench-runs", type=int, default=30, help="invokes per latency figure")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    add_verbosity_help(p)
     return p
 
 
@@ -145,9 +147,10 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging(verbosity, logging.INFO, "%(levelname)s %(message)s")
     try:
         if args.make_key:
             from edge.signing import generate_key

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from edge import __version__
 from edge.errors import ShelfscanError
+from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
 
 if TYPE_CHECKING:
     from edge.delegates import DelegateSpec
@@ -105,7 +106,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         description="shelfscan on-device agent: classify shelf images locally and report products over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"shelfscan {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    add_verbosity_help(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     handlers: dict[str, Handler] = {}
     classify_cli.register(sub, handlers)
@@ -118,9 +119,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
-    args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(rest)
+    configure_logging(verbosity, logging.WARNING)
     try:
         return handlers[args.command](args)
     except ShelfscanError as exc:

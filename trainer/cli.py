@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from edge.errors import ShelfscanError
+from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
 
 
 def _size(text: str) -> int | tuple[int, int]:
@@ -89,14 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detection score threshold written into the bundle (default: the one with the lowest "
                      "count error on the val shelves)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the metrics summary as JSON")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_verbosity_help(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    configure_logging(verbosity, logging.INFO, "%(levelname)s %(message)s")
     if args.compose is not None:
         return _compose(args)
     if args.task == "detect":
