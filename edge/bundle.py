@@ -419,6 +419,9 @@ def write_bundle(
     parse_labels("\n".join(labels), "labels")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    # mkdtemp makes the directory 0700: a copied bundle must stay readable by the agent's
+    # DynamicUser service, so it gets the modes of a plain `mkdir` (0755) and its files 0644.
+    tmp.chmod(0o755)
     try:
         model_path = tmp / MODEL_NAME
         model_path.write_bytes(model if isinstance(model, bytes) else Path(model).read_bytes())
@@ -431,6 +434,8 @@ def write_bundle(
             provenance=provenance, task=task, detection=detection,
         )  # fmt: skip
         (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        for f in (model_path, tmp / LABELS_NAME, tmp / MANIFEST_NAME):
+            f.chmod(0o644)
         check_model_io(load_bundle(tmp), io)
         _fsync_tree(tmp)
         if dest.exists():

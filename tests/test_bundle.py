@@ -164,6 +164,13 @@ def test_write_is_atomic_and_refuses_to_clobber(ref_bundle, reference, tmp_path)
     write_bundle(ref_bundle, reference / REF_MODEL, labels, spec, name="x", version="2", backbone="b", variant="v",
                  overwrite=True)  # fmt: skip
     assert (before, load_bundle(ref_bundle).manifest.version) == ("1", "2")
+    # readable by another user (the agent's DynamicUser service) after a plain copy
+    assert ref_bundle.stat().st_mode & 0o777 == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in ref_bundle.iterdir() if f.name != "signature.json"} == {
+        "model.tflite": 0o644,
+        "labels.txt": 0o644,
+        "manifest.json": 0o644,
+    }
 
 
 def test_bare_model_preprocessing_inferred_from_quantization(reference):
