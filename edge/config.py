@@ -258,6 +258,10 @@ def example_toml() -> str:
         for key, sub in section.model_fields.items():  # type: ignore[union-attr]
             lines.append(f"# {sub.description}")
             value = sample.get(name, {}).get(key)
+            if sub.default_factory is socket.gethostname:
+                # not baked in: an example copied to many SD cards must not give them all one id
+                lines.append(f"# {key} = (default: this machine's host name, read when the agent starts)")
+                continue
             if value is None and not sub.is_required():
                 default = sub.get_default(call_default_factory=True)
                 if default is None:
