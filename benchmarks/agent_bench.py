@@ -84,7 +84,7 @@ def sweep_table() -> tuple[str, dict]:
     """``shelfscan-agent bench`` over every bundle in runs/bench-bundles at 1 and 2 threads."""
     out = REPO / "runs" / "bench-sweep.json"
     cmd = [sys.executable, "-m", "edge.cli", "bench", str(SWEEP), "--threads", "1,2", "--runs", "30", "--warmup", "3",
-           "--compare-raw", "--json", str(out)]  # fmt: skip
+           "--compare-raw", "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])

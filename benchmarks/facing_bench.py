@@ -150,7 +150,7 @@ def main() -> None:
                     "stats": agent["stats"]}  # fmt: skip
     out = tmp / "bench.json"
     subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(CLASSIFIER), "--detector", str(DETECTOR),
-                    "--source", str(video), "--threads", "1,2", "--runs", "150", "--warmup", "10", "--json", str(out)],
+                    "--source", str(video), "--threads", "1,2", "--runs", "150", "--warmup", "10", "--out", str(out)],
                    cwd=REPO, check=True)  # fmt: skip
     bench = json.loads(out.read_text())
     res["bench"] = bench["results"]

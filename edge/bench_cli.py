@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from edge.errors import ShelfscanError
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_delegate_args
+    from edge.cli import add_delegate_args, positive_int
 
     p = sub.add_parser("bench", help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
                        description="Sweep every bundle x thread count through the agent's own frame path.")  # fmt: skip
@@ -23,7 +24,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
                    help="a facing detector bundle: bench the detect_classify pipeline (detect, crops, classify "
                    "each crop, track, publish) with each classifier bundle")  # fmt: skip
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    p.add_argument("--runs", type=int, default=100, help="measured frames per configuration")
+    p.add_argument("--runs", type=positive_int, default=100, help="measured frames per configuration")
     p.add_argument("--warmup", type=int, default=10, help="frames before measuring")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--source", metavar="VIDEO", help="decode frames from this video (default: --synthetic)")
@@ -32,7 +33,8 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     p.add_argument("--tolerance", type=float, default=1.0, help="top-1 points a faster variant may lose (default 1)")
     p.add_argument("--compare-raw", action="store_true", help="also time a bare invoke() loop and report overhead")
     add_delegate_args(p)
-    p.add_argument("--json", metavar="OUT", help="write the report as JSON (- for stdout)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON document instead of the table")
+    p.add_argument("--out", metavar="FILE", help="also write the JSON report to FILE (checked before the benchmark)")
     p.add_argument("--publish", action="store_true", help="send the report to <prefix>/<device_id>/bench")
     p.add_argument("--config", metavar="FILE", help="agent configuration with the broker for --publish")
     handlers["bench"] = run
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise ShelfscanError("--threads and --runs must be positive")
     if args.publish and not args.config:
         raise ShelfscanError("--publish needs --config FILE (the agent configuration naming the broker)")
+    if args.out:
+        check_writable(Path(args.out))
     cfg = None
     if args.config:
         from edge.config import load_config
@@ -63,16 +67,24 @@ def run(args: argparse.Namespace) -> int:
     device = cfg.device.id if cfg else socket.gethostname()
     doc = json.loads(envelope("bench", device, 0, None, **json.loads(dumps(report))))
     text = json.dumps(doc, indent=2)
-    if args.json == "-":
-        print(text)
-    else:
-        print(format_table(report))
-        if args.json:
-            Path(args.json).write_text(text + "\n")
+    print(text if args.json else format_table(report))
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     if args.publish and cfg is not None:
         publish_report(cfg, text.encode())
         print(f"published to {cfg.device.prefix}/{cfg.device.id}/bench", file=sys.stderr)
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long benchmark, not after it, when its report could not be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise ShelfscanError(f"--out {path}: is a folder, not a file")
+    if not folder.is_dir():
+        raise ShelfscanError(f"--out {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ShelfscanError(f"--out {path}: folder {folder} is not writable")
 
 
 def publish_report(cfg: Any, payload: bytes) -> None:

@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"== {raw}\n{format_evaluation(ev)}\n")
         elif path.is_dir():
-            loose += list_images(path)
+            found = list_images(path)
+            if not found:
+                doc["results"].append({"path": raw, "error": f"{raw}: a folder without images"})
+            loose += found
         else:
             loose.append(path)
     for result in classify_paths(clf, loose, args.top_k):

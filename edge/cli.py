@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from edge import __version__
 from edge.errors import ShelfscanError
@@ -22,13 +23,51 @@ if TYPE_CHECKING:
 Handler = Callable[[argparse.Namespace], int]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``prog: error: ...``) and exit 2, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (threads, counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0 (a std, a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a share in ``(0, 1]`` (a crop fraction)."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """``--bundle DIR`` or ``--model F --labels F`` plus preprocessing overrides for bare models."""
     src = p.add_argument_group("model (a bundle, or a bare .tflite with labels)")
     src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
     src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
     src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
-    src.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: cores, at most 4)")
+    src.add_argument("--threads", type=positive_int, metavar="N",
+                     help="interpreter threads (default: cores, at most 4)")  # fmt: skip
     add_delegate_args(p)
     add_preprocess_args(p)
 
@@ -59,9 +98,12 @@ def add_preprocess_args(p: argparse.ArgumentParser, resize_default: str = "cente
     pre.add_argument("--normalization", choices=["minus_one_to_one", "zero_to_one", "raw"],
                      help="float input range (default: inferred from input quantization, else [-1, 1])")  # fmt: skip
     pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean on 0..255 (1 or 3 values)")
-    pre.add_argument("--std", type=float, nargs="+", metavar="S", help="per-channel std on 0..255 (1 or 3 values)")
+    pre.add_argument("--std", type=positive_float, nargs="+", metavar="S",
+                     help="per-channel std on 0..255 (1 or 3 values)")  # fmt: skip
     pre.add_argument("--resize", choices=["center_crop", "stretch"], help=f"resize policy (default {resize_default})")
-    pre.add_argument("--crop-fraction", type=float, metavar="F", help="keep this fraction of the centre crop")
+    pre.add_argument(
+        "--crop-fraction", type=fraction, metavar="F", help="keep this fraction of the centre crop, in (0, 1]"
+    )
     pre.add_argument("--color-order", choices=["RGB", "BGR"], help="model channel order (default RGB)")
 
 
@@ -73,10 +115,22 @@ def open_classifier(args: argparse.Namespace):
         raise ShelfscanError("give either --bundle or --model/--labels, not both")
     delegate = delegate_from_args(args)
     if args.bundle:
+        reject_bare_options(args)
         return Classifier.from_bundle(args.bundle, args.threads, delegate=delegate)
     if not args.model or not args.labels:
         raise ShelfscanError("no model: pass --bundle DIR, or --model FILE with --labels FILE")
     return Classifier.from_files(args.model, args.labels, args.threads, delegate, **preprocess_overrides(args))
+
+
+BARE_OPTIONS = ("labels", "normalization", "mean", "std", "resize", "crop_fraction", "color_order")
+
+
+def reject_bare_options(args: argparse.Namespace) -> None:
+    """A bundle carries its labels and preprocessing: options for bare models are an error with one, not ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in BARE_OPTIONS if getattr(args, name, None) not in (None, [])]
+    if given:
+        raise ShelfscanError(f"{', '.join(given)}: only for a bare --model; a bundle carries its own labels and "
+                             "preprocessing")  # fmt: skip
 
 
 def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -101,7 +155,7 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     from edge import agent_cli, bench_cli, classify_cli, detect_cli, shelfmap_cli
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="shelfscan-agent",
         description="shelfscan on-device agent: classify shelf images locally and report products over MQTT.",
     )

@@ -30,7 +30,7 @@ SHELVES_SCHEMA = "shelfscan.shelves"
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_preprocess_args
+    from edge.cli import add_preprocess_args, positive_int
 
     p = sub.add_parser(
         "detect",
@@ -44,11 +44,12 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     src.add_argument("--bundle", metavar="DIR", help="detect bundle directory")
     src.add_argument("--model", metavar="FILE", help="bare .tflite: centernet or TFLite post-processing outputs")
     src.add_argument("--labels", metavar="FILE", help="labels for --model class ids (optional)")
-    src.add_argument("--threads", type=int, metavar="N", help="interpreter threads (default: cores, at most 4)")
+    src.add_argument("--threads", type=positive_int, metavar="N",
+                     help="interpreter threads (default: cores, at most 4)")  # fmt: skip
     dec = p.add_argument_group("decoding (default: the bundle's manifest)")
     dec.add_argument("--score-threshold", type=float, metavar="T", help="drop boxes scoring below T")
     dec.add_argument("--nms-iou", type=float, metavar="IOU", help="centernet: suppress overlaps above this IoU")
-    dec.add_argument("--max-detections", type=int, metavar="N", help="at most N boxes per image")
+    dec.add_argument("--max-detections", type=positive_int, metavar="N", help="at most N boxes per image")
     add_preprocess_args(p, resize_default="stretch")
     p.add_argument("--truth", metavar="FILE", help="shelves.json with the true facing boxes of the images")
     p.add_argument("--draw", metavar="DIR", help="write each image with its boxes (and truth, green) as DIR/NAME.jpg")
@@ -58,7 +59,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def open_detector(args: argparse.Namespace) -> Detector:
     """Build a detector from parsed options, with one-line usage errors."""
-    from edge.cli import preprocess_overrides
+    from edge.cli import preprocess_overrides, reject_bare_options
     from edge.detector import Detector
 
     settings = {"score_threshold": args.score_threshold, "nms_iou": args.nms_iou,
@@ -66,6 +67,7 @@ def open_detector(args: argparse.Namespace) -> Detector:
     if args.bundle and args.model:
         raise ShelfscanError("give either --bundle or --model, not both")
     if args.bundle:
+        reject_bare_options(args)
         return Detector.from_bundle(args.bundle, args.threads, **settings)
     if not args.model:
         raise ShelfscanError("no model: pass --bundle DIR or --model FILE")

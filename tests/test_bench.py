@@ -62,7 +62,7 @@ def bundles(tiny_models, tmp_path_factory):
 def test_report_structure_and_schema(bundles):
     root, evaluation = bundles
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(root), "--threads", "1,2", "--runs", "5",
-                           "--warmup", "1", "--eval", str(evaluation), "--compare-raw", "--json", "-"],
+                           "--warmup", "1", "--eval", str(evaluation), "--compare-raw", "--json"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -96,3 +96,14 @@ def test_publish_to_broker(bundles, tmp_path):
         sub.close()
     finally:
         broker.stop()
+
+
+def test_unwritable_report_is_refused_before_benchmarking(bundles, tmp_path):
+    from tests.conftest import run_cli
+
+    root, _ = bundles
+    proc = run_cli("bench", str(root / "int8"), "--runs", "100000", "--out", str(tmp_path / "no" / "r.json"))
+    assert proc.returncode == 2  # at once: --runs 100000 would take minutes
+    assert proc.stderr.strip().splitlines() == [
+        f"shelfscan-agent bench: error: --out {tmp_path}/no/r.json: folder {tmp_path}/no does not exist"
+    ]

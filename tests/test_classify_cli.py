@@ -70,12 +70,29 @@ def test_loose_files_and_folders(reference, tmp_path):
         (["x.png", "--bundle", "/nonexistent"], "/nonexistent: bundle directory not found"),
         (["x.png", "--model", "/nope.tflite", "--labels", "/nope.txt"], "/nope.tflite: model file not found"),
         (["x.png", "--bundle", "b", "--model", "m"], "give either --bundle or --model/--labels, not both"),
+        # bad values: argparse's usage block is gone, the line names the argument
+        (["x.png", "--crop-fraction", "0"], "argument --crop-fraction: 0 is not a number above 0"),
+        (["x.png", "--crop-fraction", "1.5"], "argument --crop-fraction: 1.5 is not in (0, 1]"),
+        (["x.png", "--std", "0"], "argument --std: 0 is not a number above 0"),
+        (["x.png", "--threads", "-3"], "argument --threads: -3 is not at least 1"),
+        (
+            ["x.png", "--bundle", "b", "--mean", "1", "--resize", "stretch"],
+            "--mean, --resize: only for a bare --model; a bundle carries its own labels and preprocessing",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(args, message):
     proc = run_cli("classify", *args)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"shelfscan-agent classify: error: {message}"]
+
+
+def test_folder_without_images_is_reported(reference, tmp_path):
+    proc = run_cli("classify", str(tmp_path), *model_args(reference))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"shelfscan-agent classify: skipped: {tmp_path}: a folder without images"
+    ]
 
 
 def test_missing_path_reported(reference):

@@ -162,7 +162,7 @@ def test_delegate_that_fails_to_start_is_one_line(reference, noop_delegate):
 
 
 def test_bench_reports_the_delegate(ref_bundle, noop_delegate):
-    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--json", "-",
+    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--json",
                    "--delegate", str(noop_delegate), "--delegate-option", "device=usb")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)

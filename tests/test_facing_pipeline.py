@@ -77,7 +77,7 @@ def test_pipeline_runs_every_stage_and_counts(tiny_detector, classifier_bundle, 
 
 def test_bench_times_the_detect_classify_pipeline(tiny_detector, classifier_bundle):
     proc = run_cli("bench", str(classifier_bundle), "--detector", str(tiny_detector["bundles"] / "run-int8"),
-                   "--threads", "1", "--runs", "4", "--warmup", "1", "--json", "-")  # fmt: skip
+                   "--threads", "1", "--runs", "4", "--warmup", "1", "--json")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, json.loads((SCHEMAS / "bench.schema.json").read_text()))
