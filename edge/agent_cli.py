@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def config(args: argparse.Namespace) -> int:
-    from edge.config import example_toml, load_config, reference_markdown
+    from edge.config import example_toml, reference_markdown
+    from edge.config_check import check_config
 
     if args.reference:
         print(reference_markdown())
@@ -87,6 +88,11 @@ def config(args: argparse.Namespace) -> int:
     if args.example:
         print(example_toml())
         return 0
-    cfg = load_config(args.check)
-    print(f"{args.check}: ok (device {cfg.device.id}, bundle {cfg.model.bundle}, source {cfg.source.kind})")
+    cfg, problems = check_config(args.check)
+    for line in problems:
+        print(f"shelfscan-agent config: error: {line}", file=sys.stderr)
+    if problems or cfg is None:
+        return 2
+    print(f"{args.check}: ok (device {cfg.device.id}, bundle {cfg.model.bundle}, source {cfg.source.kind}; "
+          "bundles loaded, source opened)")  # fmt: skip
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -175,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser, handlers = build_parser()
     verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)
-    configure_logging(verbosity, logging.WARNING)
+    if configure_logging(verbosity, logging.WARNING) > logging.DEBUG:
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # OpenCV's own stderr lines ("can't open camera") too
     try:
         return handlers[args.command](args)
     except ShelfscanError as exc:

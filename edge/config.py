@@ -215,34 +215,50 @@ class AgentConfig(_Section):
         return self
 
 
-def _describe(exc: ValidationError, path: Path) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"{path}: unknown key '{where}'"
-    if err["type"] == "missing":
-        return f"{path}: missing required key '{where}'"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{path}: {where}: {err['msg']}{more}"
+def validation_problems(exc: ValidationError, path: str | Path) -> list[str]:
+    """Every problem pydantic found, one line each, naming the file and the key."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key '{where}'")
+        elif err["type"] == "missing":
+            lines.append(f"{path}: missing required key '{where}'")
+        else:
+            lines.append(f"{path}: {where}: {err['msg'].removeprefix('Value error, ')}")
+    return lines
 
 
 def parse_config(data: dict[str, Any], path: str | Path = "<config>") -> AgentConfig:
+    """The validated configuration; the first problem (and how many more) as a :class:`ShelfscanError`."""
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ShelfscanError(_describe(exc, Path(path))) from None
+        problems = validation_problems(exc, path)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ShelfscanError(problems[0] + more) from None
+
+
+def read_config_data(path: str | Path) -> dict[str, Any]:
+    """The TOML table of a configuration file, with one-line errors for a missing, unreadable or bad file."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ShelfscanError(f"{path}: configuration file not found") from None
+    except IsADirectoryError:
+        raise ShelfscanError(f"{path}: is a folder, not a configuration file") from None
+    except PermissionError:
+        raise ShelfscanError(f"{path}: not readable (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ShelfscanError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ShelfscanError(f"{path}: not valid TOML ({exc})") from None
 
 
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a TOML file; every error is one line naming the file and the key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ShelfscanError(f"{path}: configuration file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ShelfscanError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(data, path)
+    return parse_config(read_config_data(path), path)
 
 
 def example_toml() -> str:
@@ -293,7 +309,9 @@ def reference_markdown() -> str:
         "# Agent configuration reference",
         "",
         "Generated from `edge/config.py` (`shelfscan-agent config --reference > docs/configuration.md`); "
-        "`shelfscan-agent config --example` prints a commented example, `config --check FILE` validates one. "
+        "`shelfscan-agent config --example` prints a commented example, `config --check FILE` checks one as far as "
+        "the agent's start goes (every schema problem, bundles loaded and verified, source opened once, TLS files, "
+        "state_dir), one line per problem. "
         "Unknown keys are errors. Secrets come from the environment (`mqtt.password_env`).",
         "",
     ]
