@@ -80,6 +80,7 @@ class Agent:
         self.frame_errors = 0
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
+        self._storage_state = "ok"  # the outbox's storage state last published in status
         self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
             Command.SCAN_START: self._cmd_scan_start,
             Command.SCAN_STOP: lambda _body: self.stop_scan(ScanEnd.STOPPED),
@@ -111,10 +112,27 @@ class Agent:
             self.link.wake()
 
     def publish_status(self, **extra: Any) -> None:
-        models = self.pipeline.models()
+        models, storage = self.pipeline.models(), self.storage()
+        self._storage_state = storage["state"]
         self.publish(MessageKind.STATUS, retain=True, state=State.ONLINE, source=self.capture.state,
                      pipeline=self.pipeline.mode, **({"detector": models["detector"]} if "detector" in models else {}),
-                     **extra)  # fmt: skip
+                     storage=storage, **extra)  # fmt: skip
+
+    def storage(self) -> dict[str, Any]:
+        """The outbox's storage state (``ok``/``degraded``, why, messages held only in memory) for status and stats."""
+        state = self.outbox.storage()
+        return {"state": str(state["state"]), "detail": state["detail"], "in_memory": state["memory"]}
+
+    def check_storage(self) -> None:
+        """Publish the outbox's problems (a corrupt file moved aside) as errors, and status when its state changes.
+
+        The outbox retries failed writes on this call too, so a degraded outbox heals here even
+        when no message is being published.
+        """
+        for notice in self.outbox.take_notices():
+            self.error(notice)
+        if str(self.outbox.storage()["state"]) != self._storage_state:
+            self.publish_status()
 
     def error(self, message: str, **context: Any) -> None:
         log.error("%s", message)
@@ -247,6 +265,7 @@ class Agent:
             watchdog.start()
         model = self.model_id()
         notify(f"READY=1\nSTATUS=running {self.pipeline.mode} {model['name']} {model['version']}")
+        self.check_storage()
         if self.cfg.scan.auto_start:
             self.start_scan(f"auto-{int(time.time())}")
         last_stats = last_watch = last_scan = time.monotonic()
@@ -266,6 +285,7 @@ class Agent:
                 self.start_scan(f"auto-{int(time.time())}")
             if now - last_stats >= self.cfg.publish.stats_interval_s:
                 last_stats = now
+                self.check_storage()
                 self.publish_stats()
             if now - last_frame < min_gap:
                 time.sleep(min(min_gap - (now - last_frame), 0.05))
@@ -310,7 +330,7 @@ class Agent:
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
                      mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
-                     frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(),
+                     frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(), storage=self.storage(),
                      **getattr(self.pipeline, "stats", dict)())  # fmt: skip
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:

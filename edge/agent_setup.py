@@ -89,8 +89,12 @@ def build_agent(cfg: AgentConfig) -> Agent:
     state = Path(cfg.device.state_dir)
     outbox = Outbox(state / f"outbox-{device}.sqlite", cfg.outbox.max_messages, cfg.outbox.max_bytes)
     events: queue.Queue[tuple[AgentEvent, Any]] = queue.Queue()
-    # The broker sends the will, not us: it repeats the latest seq instead of taking one.
-    will = envelope("status", device, outbox.last_seq(), pipeline.models()["classifier"], state="offline")
+
+    def will() -> bytes:
+        """Built before every (re)connect: the broker sends it, not us, so it repeats the latest seq
+        (taken by then) instead of taking one, and carries the time of that connect."""
+        return envelope("status", device, outbox.last_seq(), pipeline.models()["classifier"], state="offline")
+
     extra = {}
     ha = cfg.homeassistant
     if ha.enabled:

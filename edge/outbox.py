@@ -4,70 +4,345 @@ SQLite in WAL mode with ``synchronous=FULL``: a message written here survives a 
 power cut, and is deleted only after the broker acknowledged it. The sequence counter lives in
 the same database, so ``seq`` keeps increasing across restarts. Bounded by count and bytes;
 past either bound the oldest messages go first and are counted.
+
+Storage faults never end the agent. When a write fails (disk full, read-only, I/O error) the
+outbox turns ``degraded``: new messages wait in a bounded in-memory queue, still numbered
+without gaps, and the writes are retried every ``retry_s``; when they succeed the queue is
+written in order and the state is ``ok`` again. A state directory that cannot be written at all
+(read-only, full, not a directory) gives the same in-memory mode from the start. A corrupt
+database file is moved aside (``<name>.corrupt-<UTC time>``, kept for forensics), whatever rows
+can still be read from it are copied into a fresh one, and :meth:`Outbox.take_notices` hands the
+agent a line for an ``error`` message.
+
+The row id of every message is its ``seq``, so a message keeps its identity (and the MQTT link
+its place) whether it sits in memory or on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
+SEQ_BLOCK = 1000  # seqs reserved per write of the side file (one fsync'd rename per SEQ_BLOCK messages)
+MEMORY_MAX_BYTES = 16 * 2**20  # the in-memory queue's byte bound (and never above max_bytes)
+
 
 @dataclass(frozen=True)
 class Pending:
-    id: int
+    id: int  # the message's seq
     topic: str
     payload: bytes
     qos: int
     retain: bool
 
 
+class StorageState:
+    OK = "ok"
+    DEGRADED = "degraded"
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for "file is not a database" / "database disk image is malformed": retrying cannot help."""
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return True
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
+def utc_stamp() -> str:
+    """A file-name-safe UTC time, so moved-aside files sort by when they were found bad."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+class SeqCeiling:
+    """A tiny side file holding a ``seq`` no message has reached yet.
+
+    It matters only when the database is lost (corrupt, unreadable): the new one starts from
+    here, so ``seq`` never goes back. Writing the exact seq would cost an fsync per message;
+    reserving a block costs one per ``SEQ_BLOCK`` messages, at the price of a jump of up to a
+    block after a replaced outbox (a jump that the ``error`` message about it explains).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.value = self.read()
+
+    def read(self) -> int:
+        try:
+            return int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def cover(self, seq: int) -> None:
+        """Make sure the ceiling is above ``seq`` (before ``seq`` is used); failures are only logged."""
+        if seq < self.value:
+            return
+        value = seq + SEQ_BLOCK
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.write(f"{value}\n")
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(self.path)
+            self.value = value
+        except OSError as exc:
+            log.debug("seq side file %s not written: %s", self.path, exc)
+
+
 class Outbox:
-    def __init__(self, path: str | Path, max_messages: int = 100_000, max_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, path: str | Path, max_messages: int = 100_000, max_bytes: int = 64 * 2**20,
+                 retry_s: float = 5.0) -> None:  # fmt: skip
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_messages, self.max_bytes = max_messages, max_bytes
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(
-            """
-            CREATE TABLE IF NOT EXISTS outbox (
-                id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
-                qos INTEGER NOT NULL, retain INTEGER NOT NULL);
-            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-            INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('dropped', 0);
-            """
-        )
+        self.max_messages, self.max_bytes, self.retry_s = max_messages, max_bytes, retry_s
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._memory: deque[Pending] = deque()  # taken seqs not written yet, in order
+        self._memory_bytes = 0
+        self._unacked_deletes: set[int] = set()  # acknowledged, but the DELETE failed: not pending any more
+        self._memory_dropped = 0
+        self._notices: list[str] = []
+        self._detail = ""
+        self._next_retry = 0.0
+        self._seq = 0
+        self._ceiling = SeqCeiling(self.path.with_name(self.path.name + ".seq"))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
+            self._db = None
+            readable = self._readable_seq(self.path)  # a read-only disk: the file still says where seq is
+            self._seq = max(self._seq, self._ceiling.value if readable is None else readable)
+            self._degrade(self._unwritable(exc))
+
+    def _unwritable(self, exc: BaseException) -> str:
+        """The detail while there is no database at all: the same words at start and on every retry."""
+        return (f"state directory {self.path.parent} not writable ({type(exc).__name__}: {exc}); "
+                "messages are kept in memory only until it is")  # fmt: skip
+
+    # -- opening ------------------------------------------------------------------------------
+    def _open(self) -> None:
+        """Open (or create) the database; a corrupt one is moved aside and replaced."""
+        if not self.path.exists():  # a first start, or a file deleted by hand: never reuse a seq of the old one
+            self._seq = max(self._seq, self._ceiling.value)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            self._replace_corrupt(str(exc))
+            self._db = self._connect()
+        stored = int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+        if stored < self._seq:  # a fresh file: store where seq continues before any message is taken
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (self._seq,))
+        self._seq = max(self._seq, stored)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            check = db.execute("PRAGMA integrity_check(1)").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed (integrity_check: {check})")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(
+                """
+                CREATE TABLE IF NOT EXISTS outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL, retain INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('dropped', 0);
+                """
+            )
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _replace_corrupt(self, reason: str) -> None:
+        """Move the bad file (and its WAL) aside, keep what can be read, and say so once."""
+        salvaged = self._salvage(self.path)
+        # a damaged file's own counter may be damaged too: never go below the side file's ceiling
+        last = max(self._readable_seq(self.path) or 0, self._ceiling.value, max((p.id for p in salvaged), default=0))
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{utc_stamp()}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(aside) + suffix))
+        self._seq = max(self._seq, last)
+        self._memory.extendleft(reversed(salvaged))  # older than anything queued: written first by the next drain
+        self._memory_bytes += sum(len(p.payload) for p in salvaged)
+        message = (f"outbox {self.path} was corrupt ({reason[:200]}): moved to {aside.name}, a fresh one started; "
+                   f"{len(salvaged)} unsent messages recovered from it; seq continues after {last}")  # fmt: skip
+        log.error("%s", message)
+        self._notices.append(message)
+
+    @staticmethod
+    def _readonly(path: Path) -> sqlite3.Connection:
+        """A read-only view that writes nothing next to the file (no -shm, no WAL replay)."""
+        return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+    @classmethod
+    def _readable_seq(cls, path: Path) -> int | None:
+        """The seq stored in a database that cannot be written (read-only disk) or is damaged; None if unreadable."""
+        if not path.exists():
+            return None
+        try:
+            db = cls._readonly(path)
+            try:
+                return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+            finally:
+                db.close()
+        except (sqlite3.Error, TypeError, ValueError):
+            return None
+
+    @classmethod
+    def _salvage(cls, path: Path) -> list[Pending]:
+        """The unsent rows still readable from a damaged database (often none: then they are in the moved file)."""
+        try:
+            db = cls._readonly(path)
+            try:
+                rows = db.execute("SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id").fetchall()
+            finally:
+                db.close()
+            return [Pending(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), bool(r[4])) for r in rows]
+        except (sqlite3.Error, TypeError, ValueError):
+            return []
+
+    # -- the storage state --------------------------------------------------------------------
+    def _degrade(self, detail: str) -> None:
+        """Enter (or stay in) the degraded state; the first line of a fault is a warning, repeats are debug."""
+        if not self._detail:
+            log.warning("outbox storage degraded: %s", detail)
+        else:
+            log.debug("outbox storage still degraded: %s", detail)
+        self._detail = detail
+        self._next_retry = time.monotonic() + self.retry_s
+
+    def storage(self) -> dict[str, object]:
+        """``state`` (ok/degraded), ``detail`` and ``memory`` (messages held only in memory), for status and stats."""
+        with self._lock:
+            self.retry_if_due()
+            state = StorageState.DEGRADED if self._detail else StorageState.OK
+            return {"state": state, "detail": self._detail, "memory": len(self._memory)}
+
+    def take_notices(self) -> list[str]:
+        """Problems the agent should publish as ``error`` messages (each handed out once)."""
+        with self._lock:
+            notices, self._notices = self._notices, []
+            return notices
+
+    def retry_if_due(self) -> bool:
+        """Reopen and write the in-memory queue when the retry time has come; True when storage is ok."""
+        with self._lock:
+            if not self._detail and not self._memory and not self._unacked_deletes:
+                return True
+            if time.monotonic() < self._next_retry:
+                return False
+            return self._drain()
+
+    def _drain(self) -> bool:
+        try:
+            if self._db is None:
+                try:
+                    self._open()
+                except (OSError, sqlite3.Error) as exc:
+                    if not (isinstance(exc, sqlite3.DatabaseError) and is_corruption(exc)):
+                        self._degrade(self._unwritable(exc))
+                        return False
+                    raise
+            assert self._db is not None
+            count = len(self._memory)
+            self._write(list(self._memory), self._seq)
+            if self._unacked_deletes:
+                self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in self._unacked_deletes])
+                self._unacked_deletes.clear()
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and is_corruption(exc) and self._db is not None:
+                self._db.close()
+                self._db = None
+                try:
+                    self._replace_corrupt(str(exc))
+                except OSError as move_exc:
+                    exc = move_exc
+            self._degrade(f"{type(exc).__name__}: {exc}")
+            return False
+        self._memory.clear()
+        self._memory_bytes = 0
+        if self._detail:
+            log.info("outbox storage ok again: %d messages kept in memory are now on disk", count)
+        self._detail = ""
+        return True
+
+    # -- writing ------------------------------------------------------------------------------
+    def _write(self, messages: list[Pending], seq: int) -> None:
+        """Insert messages (id = seq) and store ``seq`` as the last one taken, in one transaction; raises on failure."""
+        assert self._db is not None
+        self._ceiling.cover(seq)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT INTO outbox (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
+                                 [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in messages])  # fmt: skip
+            self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'seq'", (seq,))
+            self._enforce_bounds()
+            self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite may already have rolled back (SQLITE_FULL does): a second ROLLBACK would raise
+            # "cannot rollback - no transaction is active" and hide the real error.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
 
     def add(self, topic: str, make_payload: Callable[[int], bytes], qos: int, retain: bool) -> int:
         """Take the next ``seq``, build the message with it and store both in one transaction.
 
-        One commit (one fsync) per durable message, and a crash can never burn a seq without
-        storing its message, which would look like a lost message downstream.
+        One commit (one fsync) per durable message, and a failing ``make_payload`` burns no seq,
+        which would look like a lost message downstream. When the disk refuses the write, the
+        message joins the in-memory queue with its seq (still no gap) and the agent goes on.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq'")
-                seq = int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
-                self._db.execute("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?, ?, ?, ?)",
-                                 (topic, make_payload(seq), qos, int(retain)))  # fmt: skip
-                self._enforce_bounds()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            self.retry_if_due()
+            seq = self._seq + 1
+            message = Pending(seq, topic, make_payload(seq), qos, retain)
+            if self._db is not None and not self._memory and not self._detail:
+                try:
+                    self._write([message], seq)
+                    self._seq = seq
+                    return seq
+                except (OSError, sqlite3.Error) as exc:
+                    self._degrade(f"{type(exc).__name__}: {exc}; messages are kept in memory until writes succeed")
+            self._seq = seq
+            self._memory.append(message)
+            self._memory_bytes += len(message.payload)
+            self._bound_memory()
             return seq
+
+    def _bound_memory(self) -> None:
+        """The in-memory queue drops its oldest beyond the bounds (counted, and a gap in seq says so)."""
+        limit_bytes = min(self.max_bytes, MEMORY_MAX_BYTES)
+        while len(self._memory) > self.max_messages or (self._memory_bytes > limit_bytes and len(self._memory) > 1):
+            gone = self._memory.popleft()
+            self._memory_bytes -= len(gone.payload)
+            self._memory_dropped += 1
 
     def last_seq(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+            return self._seq
 
     def _enforce_bounds(self) -> None:
+        assert self._db is not None
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         dropped = 0
         while count > self.max_messages or size > self.max_bytes:
@@ -79,26 +354,61 @@ class Outbox:
         if dropped:
             self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'", (dropped,))
 
+    # -- reading and acknowledging ------------------------------------------------------------
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Pending]:
-        """Unacknowledged messages in the order they were written."""
+        """Unacknowledged messages in the order they were written (on disk first, then in memory)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
-            ).fetchall()
-        return [Pending(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+            out: list[Pending] = []
+            if self._db is not None:
+                try:
+                    rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? "
+                                            "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()  # fmt: skip
+                    out = [Pending(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+                    out = [p for p in out if p.id not in self._unacked_deletes]
+                except sqlite3.Error as exc:
+                    self._degrade(f"{type(exc).__name__}: {exc} (reading the outbox)")
+            out += [p for p in self._memory if p.id > after_id][: max(0, limit - len(out))]
+            return out
 
     def ack(self, message_id: int) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            for i, p in enumerate(self._memory):
+                if p.id == message_id:
+                    del self._memory[i]
+                    self._memory_bytes -= len(p.payload)
+                    return
+            if self._db is None:
+                return
+            try:
+                self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+            except sqlite3.Error as exc:  # a full disk can refuse a delete too: remember it, retry later
+                self._unacked_deletes.add(message_id)
+                self._degrade(f"{type(exc).__name__}: {exc} (deleting acknowledged messages)")
 
     def depth(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            on_disk = 0
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    on_disk = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            return max(0, on_disk - len(self._unacked_deletes)) + len(self._memory)
 
     def dropped(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
+            on_disk = 0
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    on_disk = int(self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
+            return on_disk + self._memory_dropped
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._memory or self._detail:
+                self._next_retry = 0.0
+                self.retry_if_due()
+            if self._memory:
+                log.warning("%d messages were never written to the outbox (storage: %s) and are lost with this "
+                            "process", len(self._memory), self._detail)  # fmt: skip
+            if self._db is not None:
+                self._db.close()
+                self._db = None
