@@ -154,7 +154,7 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    from edge import agent_cli, bench_cli, classify_cli, detect_cli, shelfmap_cli
+    from edge import agent_cli, bench_cli, bundle_cli, classify_cli, detect_cli, shelfmap_cli
 
     parser = OneLineParser(
         prog="shelfscan-agent",
@@ -169,6 +169,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     agent_cli.register(sub, handlers)
     bench_cli.register(sub, handlers)
     shelfmap_cli.register(sub, handlers)
+    bundle_cli.register(sub, handlers)
     return parser, handlers
 
 
@@ -185,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
