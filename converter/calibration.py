@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ImageError, ShelfscanError
-from edge.evaluate import list_images
+from edge.images import list_images
 from edge.preprocess import Preprocessor, PreprocessSpec, read_image
 from edge.progress import Progress
 

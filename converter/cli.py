@@ -58,7 +58,8 @@ def keras_reference(run: Any, eval_dir: Path) -> tuple[dict[str, int], dict[str,
     import numpy as np
 
     from converter.calibration import load_eval_arrays
-    from edge.evaluate import list_images, match_classes
+    from edge.evaluate import match_classes
+    from edge.images import list_images
 
     folders = sorted(d.name for d in eval_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     mapping = match_classes(folders, run.labels)

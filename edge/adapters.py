@@ -7,10 +7,20 @@ They work on any interpreter with the standard Python API (``ai_edge_litert``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+
+class _CompiledTopK(Protocol):
+    """What ``edge._topk`` (typed by ``edge/_topk.pyi``) offers; the name holds it or None, never a bare module."""
+
+    def top_k(
+        self, scores: np.ndarray, k: int, scale: float = 0.0, zero_point: int = 0, /
+    ) -> list[tuple[int, float]]: ...
+
+
+_topk: _CompiledTopK | None
 try:
     from edge import _topk
 except ImportError:  # pragma: no cover - exercised on devices without a compiler
@@ -71,7 +81,8 @@ class DelegateSummary:
 
 def dtype_name(dtype: Any) -> str:
     """Name of a numpy dtype class as written in manifests (``float32``, ``uint8``, ...)."""
-    return _DTYPE_NAMES.get(dtype, np.dtype(dtype).name)
+    name: str = _DTYPE_NAMES.get(dtype, np.dtype(dtype).name)  # an Any key makes mypy's .get() Any
+    return name
 
 
 def tensor_info(details: dict[str, Any]) -> TensorInfo:
@@ -245,7 +256,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis."""
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 def top_k(scores: np.ndarray, k: int, scale: float = 0.0, zero_point: int = 0) -> list[tuple[int, float]]:

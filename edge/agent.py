@@ -15,6 +15,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -80,20 +81,31 @@ class Agent:
         self.frame_errors = 0
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
+        self._frame_times: deque[float] = deque(maxlen=2048)  # when recent frames were done (windowed fps)
+        self.started_monotonic = time.monotonic()
         self._storage_state = "ok"  # the outbox's storage state last published in status
+        # Optional onlookers (edge.monitoring: metrics, live page): called after every processed frame on
+        # this thread, so they must be cheap (keep references, never encode); closed at shutdown.
+        self.frame_taps: list[Callable[[np.ndarray, float], None]] = []
+        self.closers: list[Callable[[], None]] = []
         self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
             Command.SCAN_START: self._cmd_scan_start,
             Command.SCAN_STOP: lambda _body: self.stop_scan(ScanEnd.STOPPED),
             Command.RELOAD: lambda _body: self.reload("cmd/reload"),
         }
         self._handlers: dict[AgentEvent, Callable[[Any], None]] = {
-            AgentEvent.ONLINE: lambda _: (self.publish_status(), self.announce()),
+            AgentEvent.ONLINE: self._online,
             AgentEvent.ANNOUNCE: lambda _: self.announce(),
             AgentEvent.SOURCE: lambda arg: self.publish_status(detail=arg[1][:300]),
             AgentEvent.COMMAND: lambda arg: self._command(*arg),
             AgentEvent.RELOAD: self.reload,
             AgentEvent.POSE: self._pose,
         }
+
+    def _online(self, _arg: Any) -> None:
+        """(Re)connected: the retained status first, then the announcement (Home Assistant discovery)."""
+        self.publish_status()
+        self.announce()
 
     # -- publishing -----------------------------------------------------------------------------
     def model_id(self) -> dict[str, str]:
@@ -112,11 +124,13 @@ class Agent:
             self.link.wake()
 
     def publish_status(self, **extra: Any) -> None:
+        if "detail" not in extra and self.capture.state in ("error", "stalled"):
+            extra["detail"] = self.capture.detail[:300]  # e.g. on reconnect: still say why the source is down
         models, storage = self.pipeline.models(), self.storage()
         self._storage_state = storage["state"]
+        detector: dict[str, Any] = {"detector": models["detector"]} if "detector" in models else {}
         self.publish(MessageKind.STATUS, retain=True, state=State.ONLINE, source=self.capture.state,
-                     pipeline=self.pipeline.mode, **({"detector": models["detector"]} if "detector" in models else {}),
-                     storage=storage, **extra)  # fmt: skip
+                     pipeline=self.pipeline.mode, **detector, storage=storage, **extra)  # fmt: skip
 
     def storage(self) -> dict[str, Any]:
         """The outbox's storage state (``ok``/``degraded``, why, messages held only in memory) for status and stats."""
@@ -218,9 +232,9 @@ class Agent:
 
     def _publish_counts(self, final: bool, reason: ScanEnd | None = None) -> None:
         assert self.scan is not None
+        ending: dict[str, Any] = {"reason": reason} if reason else {}
         self.publish(MessageKind.COUNTS, retain=True, **self._scan_fields(), **self.pipeline.counts(), final=final,
-                     started=rfc3339(self.scan["started"]), pipeline=self.pipeline.mode,
-                     **({"reason": reason} if reason else {}))  # fmt: skip
+                     started=rfc3339(self.scan["started"]), pipeline=self.pipeline.mode, **ending)  # fmt: skip
 
     # -- model reload ---------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
@@ -297,6 +311,7 @@ class Agent:
                 continue
             last_frame = time.monotonic()
             self.process(frame.image, frame.ts)
+            self._frame_times.append(time.monotonic())
         notify("STOPPING=1")
         if watchdog:
             watchdog.stop()
@@ -322,10 +337,20 @@ class Agent:
             best = [{"label": p.label, "score": round(p.score, 4)} for p in top_k(self.cfg.inference.top_k)]
             self.publish(MessageKind.CLASSIFICATION, qos=0, frame_ts=rfc3339(ts), top_k=best)
         self.frames_done += 1
+        for tap in self.frame_taps:
+            tap(image, ts)
+
+    def windowed_fps(self, window_s: float = 10.0) -> float:
+        """Frames per second over the last ``window_s`` seconds: an average since start hides a stall."""
+        now = time.monotonic()
+        recent = [t for t in self._frame_times if now - t <= window_s]
+        if not recent:
+            return 0.0
+        return len(recent) / max(min(window_s, now - self.started_monotonic), 1e-9)
 
     def publish_stats(self) -> None:
         uptime = time.time() - self.started
-        self.publish(MessageKind.STATS, qos=0, fps=round(self.frames_done / max(uptime, 1e-9), 2),
+        self.publish(MessageKind.STATS, qos=0, fps=round(self.windowed_fps(), 2),
                      latency_ms=self.pipeline.clock.percentiles_ms(50, 95), frames=self.frames_done,
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
@@ -344,6 +369,8 @@ class Agent:
         if not flushed:
             log.warning("%d messages not acknowledged yet; they stay in the outbox for the next start",
                         self.outbox.depth())  # fmt: skip
+        for close in self.closers:
+            close()
         self.link.stop()
         self.outbox.close()
         log.info("agent stopped after %d frames", self.frames_done)

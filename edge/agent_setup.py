@@ -14,6 +14,7 @@ from typing import Any
 from edge.agent import Agent, AgentEvent
 from edge.config import AgentConfig, CountingConfig, InferenceConfig
 from edge.messages import Topics, envelope
+from edge.monitoring import attach_monitoring, check_monitoring
 from edge.mqtt import MqttLink
 from edge.outbox import Outbox
 from edge.pipelines import ClassifyPipeline, FramePipeline, PipelineMode
@@ -47,7 +48,7 @@ class Bundles:
 
             self.trusted = load_public_keys(list(cfg.model.trusted_keys))
         self.paths: dict[str, Path] = {"classifier": cfg.model.bundle}
-        if cfg.inference.pipeline == PipelineMode.DETECT_CLASSIFY and cfg.model.detector is not None:
+        if cfg.inference.pipeline == PipelineMode.DETECT_CLASSIFY.value and cfg.model.detector is not None:
             self.paths["detector"] = cfg.model.detector
         self.fingerprints = {role: bundle_fingerprint(p) for role, p in self.paths.items()}
 
@@ -74,7 +75,7 @@ class Bundles:
 
 def build_pipeline(models: dict[str, Any], inference: InferenceConfig, counting: CountingConfig) -> FramePipeline:
     """The frame pipeline of ``inference.pipeline`` around freshly loaded models (the agent's and the bench's)."""
-    if inference.pipeline == PipelineMode.DETECT_CLASSIFY:
+    if inference.pipeline == PipelineMode.DETECT_CLASSIFY.value:
         from edge.facing_pipeline import DetectClassifyPipeline
 
         return DetectClassifyPipeline(models["detector"], models["classifier"], inference, counting)
@@ -82,6 +83,7 @@ def build_pipeline(models: dict[str, Any], inference: InferenceConfig, counting:
 
 
 def build_agent(cfg: AgentConfig) -> Agent:
+    check_monitoring(cfg)  # before anything starts: one line, not a half-started agent
     bundles = Bundles(cfg)
     pipeline = build_pipeline(bundles.load(), cfg.inference, cfg.counting)
     device = cfg.device.id
@@ -109,6 +111,9 @@ def build_agent(cfg: AgentConfig) -> Agent:
 
     link = MqttLink(cfg.mqtt, device, topics, outbox, queue_event(AgentEvent.COMMAND), queue_event(AgentEvent.ONLINE),
                     will, extra)  # fmt: skip
+    first, longest = cfg.source.reopen_backoff_s  # SourceConfig: exactly two
     capture = CaptureThread(make_source(cfg.source), queue_event(AgentEvent.SOURCE), cfg.source.fps,
-                            tuple(cfg.source.reopen_backoff_s))  # type: ignore[arg-type]  # fmt: skip
-    return Agent(cfg, pipeline, capture, outbox, link, bundles, events)
+                            (first, longest), cfg.source.stall_timeout_s)  # fmt: skip
+    agent = Agent(cfg, pipeline, capture, outbox, link, bundles, events)
+    attach_monitoring(agent, cfg)  # metrics and live page, when enabled
+    return agent

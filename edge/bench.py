@@ -132,6 +132,7 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
             pipeline.clock.clear()
         a = time.perf_counter()
         frame = cv2.imdecode(np.frombuffer(feed.get(i), np.uint8), cv2.IMREAD_COLOR)
+        assert frame is not None  # the feed holds images it encoded itself
         b = time.perf_counter()
         reports = pipeline.process(frame, time.time())
         c = time.perf_counter()
@@ -169,6 +170,9 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
         "rss_mb": round(_rss_mb(), 1),
     }  # fmt: skip
     if det is not None:
+        from edge.facing_pipeline import DetectClassifyPipeline
+
+        assert isinstance(pipeline, DetectClassifyPipeline)  # build_pipeline's choice when a detector is given
         row["detector"] = {"bundle": str(detector), **det.bundle.model_id, "variant": det.bundle.manifest.variant}
         row["facings_per_frame"] = round(float(np.mean(list(pipeline.facings_per_frame)[-runs:])), 2)
     row["fps"] = round(1e3 / row["stages"]["total"]["mean"], 2)

@@ -14,7 +14,7 @@ from edge.errors import ShelfscanError
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_delegate_args, positive_int
+    from edge.cli_args import add_delegate_args, positive_int
 
     p = sub.add_parser("bench", help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
                        description="Sweep every bundle x thread count through the agent's own frame path.")  # fmt: skip
@@ -42,7 +42,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bench import bundles_in, dumps, format_table, run_bench
-    from edge.cli import delegate_from_args
+    from edge.cli_args import delegate_from_args
     from edge.messages import envelope
 
     try:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from edge import __version__
 from edge.adapters import DetectorIO, ModelIO, TensorInfo
 from edge.delegates import DelegateSpec
 from edge.errors import BundleError
+from edge.interpreter import inspect_detector, inspect_model
 from edge.labels import parse_labels, read_labels
 from edge.manifest import (
     MANIFEST_NAME,
@@ -42,6 +43,9 @@ from edge.manifest import (
     version_for,
 )
 from edge.preprocess import NORMALIZATIONS, PreprocessSpec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ def _checked_file(root: Path, ref: FileRef, what: str) -> Path:
     return path
 
 
-def load_bundle(root: str | Path, trusted_keys: dict[str, object] | None = None) -> Bundle:
+def load_bundle(root: str | Path, trusted_keys: Mapping[str, Ed25519PublicKey] | None = None) -> Bundle:
     """Load a bundle directory and check signature, files, hashes and labels (not yet the tensors).
 
     With ``trusted_keys`` (from :func:`edge.signing.load_public_keys`) the bundle must carry a
@@ -260,7 +264,7 @@ def detection_spec(io: DetectorIO, settings: Mapping[str, Any] | None = None) ->
         )
     outputs = {role: TensorSpec(**_tensor_spec(info)) for role, info in io.outputs.items()}
     try:
-        return DetectionSpec(format=io.format, stride=io.stride, outputs=outputs, **chosen)  # type: ignore[arg-type]
+        return DetectionSpec(format=io.format, stride=io.stride, outputs=outputs, **chosen)
     except ValidationError as exc:
         raise BundleError(format_validation_error(exc, "detection")) from None
 
@@ -326,8 +330,6 @@ def open_bare(
 
     Returns the bundle and the interpreter that inspected it, so the model is read once.
     """
-    from edge.runtime import inspect_model  # runtime imports this module
-
     model_path = Path(model)
     if not model_path.is_file():
         raise BundleError(f"{model_path}: model file not found")
@@ -368,8 +370,6 @@ def open_bare_detector(
     stretched by default: detectors are trained on whole frames (SSD, EfficientDet-Lite and
     the centernet contract all resize without cropping).
     """
-    from edge.runtime import inspect_detector  # runtime imports this module
-
     model_path = Path(model)
     if not model_path.is_file():
         raise BundleError(f"{model_path}: model file not found")
@@ -411,8 +411,6 @@ def write_bundle(
     the class-agnostic centernet detector) and ``detection`` holds the chosen thresholds (see
     :func:`detection_spec`); the format, stride and outputs are read from the model.
     """
-    from edge.runtime import inspect_detector, inspect_model
-
     dest = Path(dest)
     if dest.exists() and not overwrite:
         raise BundleError(f"{dest}: already exists (pass overwrite=True to replace it)")

@@ -14,13 +14,16 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge.errors import ShelfscanError
 
+if TYPE_CHECKING:
+    from edge.adapters import DetectorIO, ModelIO
+
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_preprocess_args
+    from edge.cli_args import add_preprocess_args
 
     p = sub.add_parser(
         "bundle",
@@ -43,9 +46,9 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edge.bundle import infer_spec, write_bundle
-    from edge.cli import preprocess_overrides
+    from edge.cli_args import preprocess_overrides
+    from edge.interpreter import inspect_detector, inspect_model
     from edge.labels import read_labels
-    from edge.runtime import inspect_detector, inspect_model
     from edge.signing import sign_bundle
     from edge.tflite_metadata import read_tflite_metadata
 
@@ -54,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise ShelfscanError(f"{model}: model file not found")
     meta = read_tflite_metadata(model)
     overrides = preprocess_overrides(args)
-    task = "classify"
+    task: Literal["classify", "detect"] = "classify"
     given_normalization = "mean" in overrides
+    io: ModelIO | DetectorIO
     try:
         _, io = inspect_model(model)
     except ShelfscanError as exc:

@@ -16,7 +16,7 @@ from edge.errors import ShelfscanError
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_model_args
+    from edge.cli_args import add_model_args
 
     p = sub.add_parser(
         "classify",
@@ -32,8 +32,9 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli import open_classifier
-    from edge.evaluate import classify_paths, evaluate_tree, format_evaluation, is_class_tree, list_images
+    from edge.cli_args import open_classifier
+    from edge.evaluate import classify_paths, evaluate_tree, format_evaluation
+    from edge.images import is_class_tree, list_images
 
     if args.top_k < 1:
         raise ShelfscanError("--top-k must be at least 1")

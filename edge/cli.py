@@ -1,159 +1,25 @@
-"""``shelfscan-agent``: the device-side command line.
+"""``shelfscan-agent``: the device-side command line; builds the parser and dispatches, nothing else.
 
 Subcommands import their modules lazily so ``--help`` stays instant on a Raspberry Pi and
-never pulls in OpenCV or an interpreter.
+never pulls in OpenCV or an interpreter. The options they share are in :mod:`edge.cli_args`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Sequence
 
 from edge import __version__
+from edge.cli_args import Handler, OneLineParser
 from edge.errors import ShelfscanError
 from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
 
-if TYPE_CHECKING:
-    from edge.delegates import DelegateSpec
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (``prog: error: ...``) and exit 2, without the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (threads, counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above 0 (a std, a scale)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number above 0")
-    return value
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a share in ``(0, 1]`` (a crop fraction)."""
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
-    return value
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--bundle DIR`` or ``--model F --labels F`` plus preprocessing overrides for bare models."""
-    src = p.add_argument_group("model (a bundle, or a bare .tflite with labels)")
-    src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
-    src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
-    src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
-    src.add_argument("--threads", type=positive_int, metavar="N",
-                     help="interpreter threads (default: cores, at most 4)")  # fmt: skip
-    add_delegate_args(p)
-    add_preprocess_args(p)
-
-
-def add_delegate_args(p: argparse.ArgumentParser) -> None:
-    """``--delegate LIB`` and ``--delegate-option KEY=VALUE``: run the model on an accelerator (model.delegate)."""
-    p.add_argument("--delegate", metavar="LIB",
-                   help="external TFLite delegate library, e.g. libedgetpu.so.1 (Coral Edge TPU)")  # fmt: skip
-    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option for the delegate library (repeatable), e.g. device=usb")  # fmt: skip
-
-
-def delegate_from_args(args: argparse.Namespace, default: DelegateSpec | None = None) -> DelegateSpec | None:
-    """The delegate that ``add_delegate_args`` options name; ``default`` (the configuration's) when none is given."""
-    from edge.delegates import DelegateSpec, parse_options
-
-    options = parse_options(args.delegate_option)
-    if args.delegate:
-        return DelegateSpec(args.delegate, options)
-    if options:
-        raise ShelfscanError("--delegate-option needs --delegate LIB")
-    return default
-
-
-def add_preprocess_args(p: argparse.ArgumentParser, resize_default: str = "center_crop") -> None:
-    """Preprocessing overrides for bare models; a bundle carries its own."""
-    pre = p.add_argument_group("preprocessing for bare models (bundles carry their own)")
-    pre.add_argument("--normalization", choices=["minus_one_to_one", "zero_to_one", "raw"],
-                     help="float input range (default: inferred from input quantization, else [-1, 1])")  # fmt: skip
-    pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean on 0..255 (1 or 3 values)")
-    pre.add_argument("--std", type=positive_float, nargs="+", metavar="S",
-                     help="per-channel std on 0..255 (1 or 3 values)")  # fmt: skip
-    pre.add_argument("--resize", choices=["center_crop", "stretch"], help=f"resize policy (default {resize_default})")
-    pre.add_argument(
-        "--crop-fraction", type=fraction, metavar="F", help="keep this fraction of the centre crop, in (0, 1]"
-    )
-    pre.add_argument("--color-order", choices=["RGB", "BGR"], help="model channel order (default RGB)")
-
-
-def open_classifier(args: argparse.Namespace):
-    """Build a classifier from parsed ``add_model_args`` options, with one-line usage errors."""
-    from edge.runtime import Classifier
-
-    if args.bundle and args.model:
-        raise ShelfscanError("give either --bundle or --model/--labels, not both")
-    delegate = delegate_from_args(args)
-    if args.bundle:
-        reject_bare_options(args)
-        return Classifier.from_bundle(args.bundle, args.threads, delegate=delegate)
-    if not args.model or not args.labels:
-        raise ShelfscanError("no model: pass --bundle DIR, or --model FILE with --labels FILE")
-    return Classifier.from_files(args.model, args.labels, args.threads, delegate, **preprocess_overrides(args))
-
-
-BARE_OPTIONS = ("labels", "normalization", "mean", "std", "resize", "crop_fraction", "color_order")
-
-
-def reject_bare_options(args: argparse.Namespace) -> None:
-    """A bundle carries its labels and preprocessing: options for bare models are an error with one, not ignored."""
-    given = [f"--{name.replace('_', '-')}" for name in BARE_OPTIONS if getattr(args, name, None) not in (None, [])]
-    if given:
-        raise ShelfscanError(f"{', '.join(given)}: only for a bare --model; a bundle carries its own labels and "
-                             "preprocessing")  # fmt: skip
-
-
-def preprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The ``PreprocessSpec`` fields set by ``add_preprocess_args`` options (unset ones are ``None``)."""
-    from edge.preprocess import NORMALIZATIONS
-
-    overrides: dict[str, object] = {
-        "resize": args.resize, "crop_fraction": args.crop_fraction, "color_order": args.color_order,
-    }  # fmt: skip
-    if args.normalization:
-        mean, std = NORMALIZATIONS[args.normalization]
-        overrides |= {"mean": (mean,) * 3, "std": (std,) * 3}
-    for name in ("mean", "std"):
-        values = getattr(args, name)
-        if values:
-            if len(values) not in (1, 3):
-                raise ShelfscanError(f"--{name} takes 1 or 3 values, got {len(values)}")
-            overrides[name] = tuple(values * 3 if len(values) == 1 else values)
-    return overrides
-
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    """The whole command line: each ``*_cli`` module registers its subcommands and their handlers."""
     from edge import agent_cli, bench_cli, bundle_cli, classify_cli, detect_cli, shelfmap_cli
 
     parser = OneLineParser(
@@ -174,6 +40,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, set up logging, run the subcommand; a :class:`ShelfscanError` is one line and exit 2."""
     parser, handlers = build_parser()
     verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(rest)

@@ -82,6 +82,9 @@ class SourceConfig(_Section):
     reopen_backoff_s: list[float] = Field(
         [1.0, 30.0], min_length=2, max_length=2, description="Reopen delay after a failure: [first, maximum] seconds."
     )
+    stall_timeout_s: float = Field(10.0, gt=0,
+                                   description="No frame for this long from an open source: its state becomes "
+                                   "'stalled' (status message), 'ok' again with the next frame.")  # fmt: skip
 
     @model_validator(mode="after")
     def _needs_location(self) -> SourceConfig:
@@ -204,6 +207,36 @@ class HomeAssistantConfig(_Section):
                               description="Announcements are repeated when this topic says 'online'.")  # fmt: skip
 
 
+class MetricsConfig(_Section):
+    """The optional Prometheus endpoint (docs/live.md): numbers only, no images."""
+
+    enabled: bool = Field(False, description="Serve Prometheus metrics at http://host:port/metrics.")
+    host: str = Field("127.0.0.1",
+                      description="Address the metrics endpoint binds to; the robot's LAN address (or 0.0.0.0) "
+                      "when a Prometheus server elsewhere scrapes it.")  # fmt: skip
+    port: int = Field(9108, ge=1, le=65535, description="Port of the metrics endpoint.")
+
+
+class LiveConfig(_Section):
+    """The optional live page for installers (docs/live.md): the camera frame with detections, counts, fps."""
+
+    enabled: bool = Field(False, description="Serve the live page at http://host:port/.")
+    host: str = Field("127.0.0.1",
+                      description="Address the live page binds to; any address but loopback needs the password "
+                      "(password_env) set, or the agent refuses to start.")  # fmt: skip
+    port: int = Field(8088, ge=1, le=65535, description="Port of the live page.")
+    password_env: str = Field("SHELFSCAN_LIVE_PASSWORD",
+                              description="Environment variable holding the page's password; when set, the page "
+                              "asks for it (HTTP Basic auth, any user name).")  # fmt: skip
+    max_fps: float = Field(2.0, gt=0, le=30,
+                           description="At most this many frame images encoded per second, however many viewers "
+                           "(each costs a JPEG encode on a web thread, never on the frame loop).")  # fmt: skip
+    max_width: int = Field(960, ge=160, description="Frames wider than this are scaled down before encoding.")
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) or None
+
+
 class AgentConfig(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     model: ModelConfig
@@ -215,6 +248,8 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     @model_validator(mode="after")
     def _pipeline_models(self) -> AgentConfig:

@@ -27,7 +27,8 @@ def check_config(path: str | Path) -> tuple[AgentConfig | None, list[str]]:
         return None, [str(exc)]
     except ValidationError as exc:
         return None, validation_problems(exc, path)
-    problems = [*_model_problems(cfg), *_source_problems(cfg), *_tls_problems(cfg), *_state_problems(cfg)]
+    problems = [*_model_problems(cfg), *_source_problems(cfg), *_tls_problems(cfg), *_state_problems(cfg),
+                *_monitoring_problems(cfg)]  # fmt: skip
     return cfg, [f"{path}: {p}" for p in problems]
 
 
@@ -74,6 +75,17 @@ def _tls_problems(cfg: AgentConfig) -> list[str]:
     if (tls.cert is None) != (tls.key is None):
         problems.append("mqtt.tls: cert and key go together (mutual TLS needs both)")
     return problems
+
+
+def _monitoring_problems(cfg: AgentConfig) -> list[str]:
+    """The live page exposed without its password (the agent would refuse to start)."""
+    from edge.monitoring import check_monitoring
+
+    try:
+        check_monitoring(cfg)
+    except ShelfscanError as exc:
+        return [str(exc)]
+    return []
 
 
 def _state_problems(cfg: AgentConfig) -> list[str]:

@@ -30,7 +30,7 @@ SHELVES_SCHEMA = "shelfscan.shelves"
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli import add_preprocess_args, positive_int
+    from edge.cli_args import add_preprocess_args, positive_int
 
     p = sub.add_parser(
         "detect",
@@ -59,7 +59,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def open_detector(args: argparse.Namespace) -> Detector:
     """Build a detector from parsed options, with one-line usage errors."""
-    from edge.cli import preprocess_overrides, reject_bare_options
+    from edge.cli_args import preprocess_overrides, reject_bare_options
     from edge.detector import Detector
 
     settings = {"score_threshold": args.score_threshold, "nms_iou": args.nms_iou,
@@ -109,7 +109,7 @@ def annotate(frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, truth: np
     """A copy of ``frame`` with truth boxes (green, thin) and predicted boxes with their scores (orange)."""
     import cv2
 
-    out = frame.copy()
+    out: np.ndarray = frame.copy()
     thick = max(1, round(min(frame.shape[:2]) / 300))
     for box in [] if truth is None else truth:
         x0, y0, x1, y1 = (round(float(v)) for v in box)
@@ -123,7 +123,7 @@ def annotate(frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, truth: np
 
 def _collect(args: argparse.Namespace) -> tuple[list[str | Path], dict[Path, TruthImage], list[str]]:
     """Images to detect (in order, once each), truth by resolved path, and the truth files read."""
-    from edge.evaluate import list_images
+    from edge.images import list_images
 
     truth: dict[Path, TruthImage] = {}
     sources: list[str] = []

@@ -63,7 +63,8 @@ def heatmap_peaks(heatmap: np.ndarray, score_threshold: float) -> tuple[np.ndarr
     equal neighbours are both peaks, as in CenterNet, and suppression settles them.
     """
     pooled = cv2.dilate(heatmap, _PEAK_KERNEL)
-    return np.nonzero((heatmap == pooled) & (heatmap >= score_threshold))
+    rows, cols = np.nonzero((heatmap == pooled) & (heatmap >= score_threshold))
+    return rows, cols
 
 
 def decode_centernet(

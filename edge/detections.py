@@ -54,7 +54,7 @@ class Detections:
             return cls.empty()
         ids = None
         if all(p.class_id is not None for p in parts):
-            ids = np.concatenate([p.class_id for p in parts])  # type: ignore[misc]
+            ids = np.concatenate([p.class_id for p in parts])
         return cls(np.concatenate([p.xyxy for p in parts]), np.concatenate([p.scores for p in parts]), ids)
 
     def __len__(self) -> int:
@@ -69,7 +69,8 @@ class Detections:
 
     @property
     def area(self) -> np.ndarray:
-        return (self.xyxy[:, 2] - self.xyxy[:, 0]) * (self.xyxy[:, 3] - self.xyxy[:, 1])
+        area: np.ndarray = (self.xyxy[:, 2] - self.xyxy[:, 0]) * (self.xyxy[:, 3] - self.xyxy[:, 1])
+        return area
 
     def above(self, score_threshold: float) -> Detections:
         """The boxes scoring at least ``score_threshold``."""
@@ -111,7 +112,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return iou
 
 
 def nms(detections: Detections, iou: float) -> Detections:
@@ -132,5 +134,8 @@ def nms(detections: Detections, iou: float) -> Detections:
     xywh = detections.xyxy[order].astype(np.float64)
     xywh[:, 2:] -= xywh[:, :2]
     ranks = np.arange(n, 0, -1, dtype=np.float32)
-    keep = np.sort(np.asarray(cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou)), np.int64).reshape(-1))
+    # arg-type: OpenCV's generated stubs type the boxes and scores as Sequences; its binding takes the
+    # (n, 4) float64 and (n,) float32 arrays directly, which is what makes this fast (no Python lists).
+    kept = cv2.dnn.NMSBoxes(xywh, ranks, 0.0, float(iou))  # type: ignore[arg-type]
+    keep = np.sort(np.asarray(kept, np.int64).reshape(-1))
     return detections[order[keep]]

@@ -8,8 +8,9 @@ The outputs are decoded by the pure functions in :mod:`edge.detect_decode`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -20,9 +21,13 @@ from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
+from edge.interpreter import Backend, default_threads, load_backend, make_interpreter
 from edge.manifest import DetectionSpec, format_validation_error
 from edge.preprocess import Preprocessor, read_image
-from edge.runtime import Backend, default_threads, describe_model, load_backend, make_interpreter
+from edge.runtime import describe_model
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,8 @@ class Detector:
         self.labels = bundle.labels
         self.io = io
         self.format, self.stride = io.format, io.stride
+        # arg-type: TensorInfo.dtype is the model's dtype name (str); nothing rejects float16/int16 inputs before
+        # this, so narrowing to InputDType here would change behaviour.
         self.preprocessor = Preprocessor(bundle.spec, io.input.dtype, io.input.scale, io.input.zero_point)  # type: ignore[arg-type]
         self._in = io.input.index
         self._out = {role: info.index for role, info in io.outputs.items()}
@@ -92,7 +99,7 @@ class Detector:
         cls,
         bundle: str | Path | Bundle,
         threads: int | None = None,
-        trusted_keys: dict[str, object] | None = None,
+        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
         delegate: DelegateSpec | None = None,
         **settings: Any,
     ) -> Detector:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ImageError, ShelfscanError
+from edge.images import list_images
 from edge.labels import canonical
 from edge.preprocess import read_image
 from edge.progress import Progress
@@ -25,23 +26,6 @@ from edge.runtime import Classifier, Prediction
 log = logging.getLogger(__name__)
 
 PREFETCH = 8  # images decoded ahead of the interpreter
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-
-
-def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
-def list_images(root: Path) -> list[Path]:
-    """Images under ``root`` (recursively), sorted so runs are reproducible."""
-    return sorted(p for p in root.rglob("*") if is_image(p))
-
-
-def is_class_tree(root: Path) -> bool:
-    """A folder whose subfolders hold images and that has no images of its own."""
-    if not root.is_dir() or any(is_image(p) for p in root.iterdir()):
-        return False
-    return any(d.is_dir() and any(is_image(p) for p in d.iterdir()) for d in root.iterdir())
 
 
 @dataclass

@@ -55,6 +55,8 @@ class DetectClassifyPipeline:
         self.crop_failures = 0
         self.scanning = False
         self.frame_index = 0
+        # the last frame's boxes (frame pixels, xyxy) and their labels: the live page draws them
+        self.last_boxes: tuple[np.ndarray, list[tuple[str | None, float]]] = (np.zeros((0, 4), np.float32), [])
         self.swap(detector=detector, classifier=classifier)
 
     def swap(self, detector: Detector | None = None, classifier: Classifier | None = None) -> None:
@@ -80,6 +82,7 @@ class DetectClassifyPipeline:
         for crop in crops:
             labels.append(self._classify(crop))
         t3 = time.perf_counter()
+        self.last_boxes = (dets.xyxy, labels)
         reports: list[Report] = []
         offset = self.motion.update(frame, dets.xyxy).offset
         if self.scanning:

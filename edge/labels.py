@@ -24,9 +24,9 @@ def parse_labels(text: str, name: str = "labels") -> list[str]:
     for number, line in enumerate(lines, 1):
         if not line:
             raise BundleError(f"{name}: line {number} is empty (one label per line, in output order)")
-    matches = [_INDEXED.match(line) for line in lines]
-    if all(matches) and [int(m.group(1)) for m in matches] == list(range(len(lines))):  # type: ignore[union-attr]
-        return [m.group(2) for m in matches]  # type: ignore[union-attr]
+    matches = [m for m in (_INDEXED.match(line) for line in lines) if m is not None]
+    if len(matches) == len(lines) and [int(m.group(1)) for m in matches] == list(range(len(lines))):
+        return [m.group(2) for m in matches]
     return lines
 
 

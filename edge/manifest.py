@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.errors import BundleError
 from edge.preprocess import PreprocessSpec
 
-SCHEMA_ID = "shelfscan.bundle"
+SCHEMA_ID: Final = "shelfscan.bundle"  # Final: its type is the literal the schema field accepts
 SCHEMA_VERSION = 2  # the newest this reader knows; see version_for()
 SUPPORTED_VERSIONS = frozenset({1, 2})
 MANIFEST_NAME = "manifest.json"

@@ -77,7 +77,6 @@ class MqttLink:
         self._handed = 0  # highest outbox id handed to paho in this process
         self._stop = threading.Event()
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
-        self.last_error = ""
         self._failures = 0  # consecutive failed connects in this outage
         self._outage_since = 0.0
         self._last_failure_log = 0.0
@@ -119,7 +118,6 @@ class MqttLink:
         self._failures += 1
         if self._failures == 1:
             self._outage_since = now
-        self.last_error = reason
         if self._failures == 1 or now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S:
             self._last_failure_log = now
             low, high = (int(v) for v in self.cfg.reconnect_backoff_s)  # what reconnect_delay_set was given

@@ -200,7 +200,8 @@ class Preprocessor:
     def resize_only(self, image: np.ndarray, order: ColorOrder) -> np.ndarray:
         """Crop, resize and reorder channels; returns ``uint8`` pixels in model channel order.
 
-        Augmentation in the trainer runs on these pixels, before :meth:`normalize`.
+        The first half of the frame path alone, so the resize can be compared on its own
+        (``scripts/arm64`` dumps it to compare aarch64 with x86); :meth:`normalize` is the second.
         """
         return self._resize_into(image, order, self._resized)
 

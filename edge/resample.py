@@ -15,11 +15,24 @@ used, with identical output.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
+
+class _CompiledResample(Protocol):
+    """What ``edge._resample`` (typed by ``edge/_resample.pyi``) offers; the name holds it or None."""
+
+    def resize(
+        self, src: np.ndarray, y0: int, y1: int, x0: int, x1: int, dst: np.ndarray, swap: bool = False, /
+    ) -> None: ...
+
+    def kernel(self) -> str: ...
+
+
+_resample: _CompiledResample | None
 try:
     from edge import _resample
 except ImportError:  # pragma: no cover - exercised on devices without a compiler

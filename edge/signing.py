@@ -11,31 +11,45 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import BundleError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SIGNATURE_NAME = "signature.json"
 
 
-def _crypto():
+def _require_crypto() -> None:
+    """One line naming the package when ``cryptography`` is missing: only signed bundles need it.
+
+    The callers then import what they use themselves (already loaded here), so each name keeps its type.
+    """
     try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
+        from cryptography.hazmat.primitives import serialization  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
     except ImportError:
         raise BundleError("bundle signatures need the 'cryptography' package (pip install cryptography)") from None
-    return serialization, ed25519
 
 
-def key_id(public_key: object) -> str:
-    serialization, _ = _crypto()
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[attr-defined]
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """The first 16 hex digits of the sha256 of the raw public key: short enough for logs and file names."""
+    _require_crypto()
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def generate_key(path: str | Path) -> tuple[Path, Path]:
     """Write a new private key (PEM, PKCS8) to ``path`` and its public key to ``path.pub``."""
-    serialization, ed25519 = _crypto()
+    _require_crypto()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     key = ed25519.Ed25519PrivateKey.generate()
     path = Path(path)
     path.write_bytes(
@@ -51,7 +65,10 @@ def generate_key(path: str | Path) -> tuple[Path, Path]:
 
 def sign_bundle(root: str | Path, private_key: str | Path) -> str:
     """Sign ``root/manifest.json`` with a PEM ed25519 private key; returns the key id."""
-    serialization, ed25519 = _crypto()
+    _require_crypto()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     try:
         key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password=None)
     except (OSError, ValueError) as exc:
@@ -66,10 +83,13 @@ def sign_bundle(root: str | Path, private_key: str | Path) -> str:
     return kid
 
 
-def load_public_keys(paths: list[str | Path]) -> dict[str, object]:
+def load_public_keys(paths: list[str | Path]) -> dict[str, Ed25519PublicKey]:
     """Trusted public keys (PEM files) by key id."""
-    serialization, ed25519 = _crypto()
-    keys = {}
+    _require_crypto()
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    keys: dict[str, Ed25519PublicKey] = {}
     for p in paths:
         try:
             key = serialization.load_pem_public_key(Path(p).read_bytes())
@@ -81,7 +101,7 @@ def load_public_keys(paths: list[str | Path]) -> dict[str, object]:
     return keys
 
 
-def verify_bundle(root: str | Path, trusted: dict[str, object]) -> str:
+def verify_bundle(root: str | Path, trusted: Mapping[str, Ed25519PublicKey]) -> str:
     """Check the bundle's signature against trusted keys; returns the signing key id."""
     from cryptography.exceptions import InvalidSignature
 
@@ -91,7 +111,8 @@ def verify_bundle(root: str | Path, trusted: dict[str, object]) -> str:
         raise BundleError(f"{root}: unsigned bundle (no {SIGNATURE_NAME}) but trusted keys are configured")
     try:
         doc = json.loads(sig_path.read_text())
-        kid, signature = doc["key_id"], base64.b64decode(doc["signature"])
+        kid: str = doc["key_id"]  # JSON: Any; checked against the trusted ids below
+        signature = base64.b64decode(doc["signature"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"{root}: malformed {SIGNATURE_NAME} ({exc})") from None
     if doc.get("algorithm") != "ed25519":
@@ -100,7 +121,7 @@ def verify_bundle(root: str | Path, trusted: dict[str, object]) -> str:
     if key is None:
         raise BundleError(f"{root}: signed by key {kid}, which is not among the trusted keys")
     try:
-        key.verify(signature, (root / "manifest.json").read_bytes())  # type: ignore[attr-defined]
+        key.verify(signature, (root / "manifest.json").read_bytes())
     except InvalidSignature:
         raise BundleError(f"{root}: bad signature: manifest.json changed after signing by key {kid}") from None
     return kid

@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.config import SourceConfig
 from edge.errors import ImageError, ShelfscanError
-from edge.evaluate import is_image
+from edge.images import is_image
 from edge.preprocess import read_image
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class CvSource(Source):
         if self.is_file:
             if not self.loop:
                 raise SourceEndedError
+            if not Path(str(self.target)).is_file():  # deleted while playing: do not loop on a ghost forever
+                raise ShelfscanError(f"{self.target}: video file deleted")
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self.cap.read()
             return frame if ok else None
@@ -158,7 +160,7 @@ class Picamera2Source(Source):
 
     def open(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except Exception as exc:  # a numpy ABI mismatch raises more than ImportError
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ShelfscanError(
@@ -191,7 +193,8 @@ class Picamera2Source(Source):
 def make_source(cfg: SourceConfig) -> Source:
     if cfg.kind == "camera":
         cam = cfg.camera
-        target: int | str = int(cam) if isinstance(cam, str) and cam.isdigit() else cam  # type: ignore[assignment]
+        assert cam is not None  # SourceConfig's validator requires camera for kind camera
+        target = int(cam) if isinstance(cam, str) and cam.isdigit() else cam
         return CvSource(target, f"camera {cam}", width=cfg.width, height=cfg.height)
     if cfg.kind == "url":
         return CvSource(str(cfg.url), f"stream {cfg.url}")
@@ -203,12 +206,20 @@ def make_source(cfg: SourceConfig) -> Source:
 
 
 class CaptureThread(threading.Thread):
-    """Reads frames into a one-slot buffer; reopens failed sources with backoff."""
+    """Reads frames into a one-slot buffer; reopens failed sources with backoff; says when frames stop coming.
+
+    A stream can stall without an error (an RTSP camera that stops sending, a read that blocks):
+    the consumer's :meth:`get` notices that no frame came for ``stall_timeout`` seconds and the
+    state becomes ``stalled`` (with how long), back to ``ok`` with the next frame.
+    """
 
     def __init__(self, source: Source, on_state: Callable[[str, str], None], fps: float | None = None,
-                 backoff: tuple[float, float] = (1.0, 30.0)) -> None:  # fmt: skip
+                 backoff: tuple[float, float] = (1.0, 30.0), stall_timeout: float = 10.0) -> None:  # fmt: skip
         super().__init__(name="capture", daemon=True)
         self.source, self.on_state, self.fps, self.backoff = source, on_state, fps, backoff
+        self.stall_timeout = stall_timeout
+        self.detail = ""  # why the state is what it is (kept for status messages sent later, e.g. on reconnect)
+        self._last_frame = time.monotonic()
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._stop = threading.Event()
@@ -219,7 +230,7 @@ class CaptureThread(threading.Thread):
 
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self.state:
-            self.state = state
+            self.state, self.detail = state, detail
             self.on_state(state, detail)
 
     def run(self) -> None:
@@ -231,6 +242,7 @@ class CaptureThread(threading.Thread):
                     self.source.open()
                     opened = True
                     delay = self.backoff[0]
+                    self._last_frame = time.monotonic()  # a stall is counted from the (re)open
                     self._set_state("ok", self.source.name)
                 image = self.source.read()
                 if image is None:
@@ -265,7 +277,10 @@ class CaptureThread(threading.Thread):
                 self.dropped += 1
             self._slot = frame
             self.frames += 1
+            self._last_frame = time.monotonic()
             self._cond.notify_all()
+        if self.state == "stalled":
+            self._set_state("ok", self.source.name)
 
     def get(self, timeout: float) -> Frame | None:
         """The newest frame, waiting up to ``timeout``; None if none came (or the source ended)."""
@@ -274,7 +289,12 @@ class CaptureThread(threading.Thread):
                 self._cond.wait(timeout)
             frame, self._slot = self._slot, None
             self._cond.notify_all()
-            return frame
+        if frame is None:
+            quiet = time.monotonic() - self._last_frame
+            if self.state == "ok" and quiet > self.stall_timeout:
+                log.warning("source stalled: %s sent no frame for %.0f s", self.source.name, quiet)
+                self._set_state("stalled", f"{self.source.name}: no frame for {quiet:.0f} s")
+        return frame
 
     def exhausted(self) -> bool:
         """The source ended and its last frame has been taken."""

@@ -49,7 +49,8 @@ class _Table:
         return self.pos + off if off else 0
 
     def _deref(self, at: int) -> int:
-        return at + struct.unpack_from("<I", self.buf, at)[0]
+        offset: int = struct.unpack_from("<I", self.buf, at)[0]
+        return at + offset
 
     def scalar(self, i: int, fmt: str, default: int | float = 0) -> int | float:
         at = self._field(i)

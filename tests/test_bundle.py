@@ -202,7 +202,9 @@ def test_tiny_models_every_io_flavour(tiny_models, tmp_path):
         assert m.input.dtype == {"float_softmax": "float32", "float_logits": "float32"}.get(name, name)
         assert m.output.kind == ("logits" if name == "float_logits" else "probabilities")
         assert (m.input.quantization is None) == name.startswith("float")
-        scores = clf.scores_bgr(frame)
+        clf.preprocessor.from_bgr(frame)
+        clf.run_model()
+        scores = clf.output_scores()
         assert scores.shape == (3,) and abs(float(scores.sum()) - 1.0) < 0.02
         results[name] = scores.copy()
     # Quantized variants of the softmax model agree with the float one; logits are softmaxed.

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import ImageError, ShelfscanError
-from edge.evaluate import is_image, list_images
+from edge.images import is_image, list_images
 from edge.preprocess import read_image
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ import numpy as np
 
 from edge.config import GAP_SHARE  # the agent's gap rule: truth and report agree
 from edge.errors import ImageError, ShelfscanError
-from edge.evaluate import is_class_tree, list_images
+from edge.images import is_class_tree, list_images
 from edge.preprocess import read_image
 from edge.progress import Progress
 
