@@ -30,7 +30,7 @@ SHELVES_SCHEMA = "shelfscan.shelves"
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli_args import add_preprocess_args, positive_int
+    from edge.cli_args import add_delegate_args, add_preprocess_args, positive_int
 
     p = sub.add_parser(
         "detect",
@@ -46,6 +46,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     src.add_argument("--labels", metavar="FILE", help="labels for --model class ids (optional)")
     src.add_argument("--threads", type=positive_int, metavar="N",
                      help="interpreter threads (default: cores, at most 4)")  # fmt: skip
+    add_delegate_args(p)
     dec = p.add_argument_group("decoding (default: the bundle's manifest)")
     dec.add_argument("--score-threshold", type=float, metavar="T", help="drop boxes scoring below T")
     dec.add_argument("--nms-iou", type=float, metavar="IOU", help="centernet: suppress overlaps above this IoU")
@@ -59,19 +60,21 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def open_detector(args: argparse.Namespace) -> Detector:
     """Build a detector from parsed options, with one-line usage errors."""
-    from edge.cli_args import preprocess_overrides, reject_bare_options
+    from edge.cli_args import delegate_from_args, preprocess_overrides, reject_bare_options
     from edge.detector import Detector
 
+    delegate = delegate_from_args(args)
     settings = {"score_threshold": args.score_threshold, "nms_iou": args.nms_iou,
                 "max_detections": args.max_detections}  # fmt: skip
     if args.bundle and args.model:
         raise ShelfscanError("give either --bundle or --model, not both")
     if args.bundle:
         reject_bare_options(args)
-        return Detector.from_bundle(args.bundle, args.threads, **settings)
+        return Detector.from_bundle(args.bundle, args.threads, delegate=delegate, **settings)
     if not args.model:
         raise ShelfscanError("no model: pass --bundle DIR or --model FILE")
-    return Detector.from_file(args.model, args.threads, labels=args.labels, **settings, **preprocess_overrides(args))
+    return Detector.from_file(args.model, args.threads, labels=args.labels, delegate=delegate, **settings,
+                              **preprocess_overrides(args))  # fmt: skip
 
 
 @dataclass(frozen=True)

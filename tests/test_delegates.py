@@ -172,3 +172,16 @@ def test_bench_reports_the_delegate(ref_bundle, noop_delegate):
     table = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--delegate", str(noop_delegate))
     assert table.returncode == 0, table.stderr
     assert "delegate (ops)" in table.stdout and "libnoop_delegate.so (" in table.stdout
+
+
+def test_detect_runs_through_a_delegate_and_names_a_missing_one(tiny_detector, noop_delegate):
+    bundle = str(tiny_detector["bundles"] / "run-int8")
+    images = str(tiny_detector["eval"])
+    missing = run_cli("detect", images, "--bundle", bundle, "--delegate", MISSING)
+    assert missing.returncode == 2
+    assert f"delegate {MISSING}: cannot load the library" in one_error_line(missing.stderr, "detect")
+    plain = json.loads(run_cli("detect", images, "--bundle", bundle, "--json", check=True).stdout)
+    delegated = json.loads(run_cli("detect", images, "--bundle", bundle, "--json", "--delegate", str(noop_delegate),
+                                   check=True).stdout)  # fmt: skip
+    assert delegated["delegate"]["external"] == {"library": str(noop_delegate), "options": {}}
+    assert delegated["results"] == plain["results"] and plain["results"]  # it claimed no ops: the same CPU path
