@@ -86,8 +86,7 @@ def main() -> None:
                 adapters._topk = None
             try:
                 key = f"{threads}t/{interpolation}/{impl}/topk-{topk}"
-                antialias = interpolation == "bilinear_antialias"
-                kernel = resample.kernel() if antialias else f"cv2 INTER_{interpolation.upper()}"
+                kernel = clf.preprocessor.resize_kernel
                 facts = {
                     "threads": threads,
                     "interpolation": interpolation,
@@ -116,8 +115,8 @@ def main() -> None:
         "colour, quantize, set_tensor, invoke, top-k). `c` is the compiled Pillow-exact resampler "
         "(`edge/_resample.c`, portable C; the kernel column says which vector instructions the "
         "compiler's clone for this CPU uses: a Raspberry Pi runs the same C with NEON), `pillow` the "
-        "fallback without a compiler, `opencv` OpenCV's `INTER_AREA` / `INTER_LINEAR` (identical on x86 "
-        "and aarch64, different pixels than Pillow: different scores). Top-k: the compiled "
+        "fallback without a compiler, `opencv` OpenCV's `INTER_AREA` / `INTER_LINEAR_EXACT` (the `area` and "
+        "`bilinear` interpolations; different pixels than Pillow: different scores). Top-k: the compiled "
         "`edge/_topk.c` or its numpy fallback. "
         f"{args.runs} measured iterations after {args.warmup} warm-up. Ratio = frame→top-k p50 / bare invoke p50.\n\n"
         + "\n".join(rows)
