@@ -54,19 +54,30 @@ def recommend(rows: list[dict[str, Any]], tolerance_points: float) -> dict[str, 
 
 
 def bundles_in(paths: list[str]) -> list[Path]:
-    """Bundle directories named directly, or every bundle one level inside a directory."""
+    """Bundle directories named directly, or every bundle one level inside a directory, each once.
+
+    A device's bundle folder holds ``current``, a symlink to one of the bundles beside it: a
+    bundle reached twice (by its name and through a link) is benchmarked once, under its name.
+    """
     out: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if (p / "manifest.json").is_file():
             out.append(p)
         elif p.is_dir():
-            out += sorted(d for d in p.iterdir() if (d / "manifest.json").is_file())
+            found = sorted(d for d in p.iterdir() if (d / "manifest.json").is_file())
+            out += sorted(found, key=lambda d: d.is_symlink())  # real directories first: they keep their name
         else:
             raise ShelfscanError(f"{p}: not a bundle or a directory of bundles")
     if not out:
         raise ShelfscanError(f"no bundles found in {', '.join(paths)}")
-    return out
+    seen: set[Path] = set()
+    unique = []
+    for d in out:
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            unique.append(d)
+    return sorted(unique)
 
 
 class FrameFeed:

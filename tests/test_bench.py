@@ -107,3 +107,15 @@ def test_unwritable_report_is_refused_before_benchmarking(bundles, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"shelfscan-agent bench: error: --out {tmp_path}/no/r.json: folder {tmp_path}/no does not exist"
     ]
+
+
+def test_a_bundle_behind_the_current_link_is_benchmarked_once(bundles, tmp_path):
+    from edge.bench import bundles_in
+
+    root, _ = bundles
+    (root / "current").symlink_to(root / "int8")
+    try:
+        assert bundles_in([str(root)]) == [root / "float_softmax", root / "int8"]
+        assert bundles_in([str(root / "current"), str(root)]) == [root / "current", root / "float_softmax"]
+    finally:
+        (root / "current").unlink()
