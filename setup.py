@@ -25,7 +25,6 @@ class OptionalBuildExt(build_ext):
 setup(
     ext_modules=[
         Extension("edge._resample", ["edge/_resample.c"], extra_compile_args=["-O3"]),
-        Extension("edge._topk", ["edge/_topk.c"], extra_compile_args=["-O3"]),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from benchmarks.report import stats_ms, write_report
-from edge import adapters, resample
+from edge import resample
 from edge.progress import Progress
 from edge.runtime import Classifier
 
@@ -67,44 +67,39 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     frame = frame_640x480()
     results = {}
-    # (interpolation, resize implementation, top-k implementation): the compiled C against what
-    # runs without it (Pillow, numpy) and against OpenCV's filters (identical on x86 and aarch64).
+    # (interpolation, resize implementation): the compiled C against what runs without it (Pillow)
+    # and against OpenCV's filters.
     variants = [
-        ("bilinear_antialias", "c", "c"),
-        ("bilinear_antialias", "c", "numpy"),
-        ("bilinear_antialias", "pillow", "c"),
-        ("area", "opencv", "c"),
-        ("bilinear", "opencv", "c"),
+        ("bilinear_antialias", "c"),
+        ("bilinear_antialias", "pillow"),
+        ("area", "opencv"),
+        ("bilinear", "opencv"),
     ]
     for threads in args.threads:
-        for interpolation, impl, topk in variants:
+        for interpolation, impl in variants:
             clf = Classifier.from_files(REF / MODEL, REF / "imagenet_labels.txt", threads, interpolation=interpolation)
-            saved_resample, saved_topk = resample._resample, adapters._topk
+            saved = resample._resample
             if impl == "pillow":
                 resample._resample = None
-            if topk == "numpy":
-                adapters._topk = None
             try:
-                key = f"{threads}t/{interpolation}/{impl}/topk-{topk}"
-                kernel = clf.preprocessor.resize_kernel
+                key = f"{threads}t/{interpolation}/{impl}"
                 facts = {
                     "threads": threads,
                     "interpolation": interpolation,
                     "resize_impl": impl,
-                    "resize_kernel": kernel,
-                    "topk_impl": topk,
+                    "resize_kernel": clf.preprocessor.resize_kernel,
                 }
                 results[key] = facts | measure(clf, frame, args.runs, args.warmup, key)
             finally:
-                resample._resample, adapters._topk = saved_resample, saved_topk
+                resample._resample = saved
     rows = [
-        "| threads | interpolation | resize (kernel) | top-k | bare invoke p50 (ms) | frame→top-k p50 (ms) | p99 "
+        "| threads | interpolation | resize (kernel) | bare invoke p50 (ms) | frame→top-k p50 (ms) | p99 "
         "| preprocess p50 | ratio p50 | top-1 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
         rows.append(
-            f"| {r['threads']} | {r['interpolation']} | {r['resize_impl']} ({r['resize_kernel']}) | {r['topk_impl']} | "
+            f"| {r['threads']} | {r['interpolation']} | {r['resize_impl']} ({r['resize_kernel']}) | "
             f"{r['bare_invoke_ms']['p50']:.3f} | "
             f"{r['frame_to_topk_ms']['p50']:.3f} | {r['frame_to_topk_ms']['p99']:.3f} | "
             f"{r['preprocess_ms']['p50']:.3f} | **{r['ratio_p50']:.3f}** | {r['top1'][0]} {r['top1'][1]:.2f} |"
@@ -116,8 +111,7 @@ def main() -> None:
         "(`edge/_resample.c`, portable C; the kernel column says which vector instructions the "
         "compiler's clone for this CPU uses: a Raspberry Pi runs the same C with NEON), `pillow` the "
         "fallback without a compiler, `opencv` OpenCV's `INTER_AREA` / `INTER_LINEAR_EXACT` (the `area` and "
-        "`bilinear` interpolations; different pixels than Pillow: different scores). Top-k: the compiled "
-        "`edge/_topk.c` or its numpy fallback. "
+        "`bilinear` interpolations; different pixels than Pillow: different scores). "
         f"{args.runs} measured iterations after {args.warmup} warm-up. Ratio = frame→top-k p50 / bare invoke p50.\n\n"
         + "\n".join(rows)
     )

@@ -7,26 +7,9 @@ They work on any interpreter with the standard Python API (``ai_edge_litert``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-
-
-class _CompiledTopK(Protocol):
-    """What ``edge._topk`` (typed by ``edge/_topk.pyi``) offers; the name holds it or None, never a bare module."""
-
-    def top_k(
-        self, scores: np.ndarray, k: int, scale: float = 0.0, zero_point: int = 0, /
-    ) -> list[tuple[int, float]]: ...
-
-
-_topk: _CompiledTopK | None
-try:
-    from edge import _topk
-except ImportError:  # pragma: no cover - exercised on devices without a compiler
-    _topk = None
-
-_TOPK_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.float32), np.dtype(np.float64))
 
 _DTYPE_NAMES = {np.float32: "float32", np.uint8: "uint8", np.int8: "int8", np.float16: "float16", np.int16: "int16"}
 _PASS_THROUGH_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE"}
@@ -266,11 +249,10 @@ def top_k(scores: np.ndarray, k: int, scale: float = 0.0, zero_point: int = 0) -
     ``scores`` is read flat, so a ``(1, classes)`` output tensor can be passed as it is. Given
     the output's ``scale`` and ``zero_point``, raw ``uint8``/``int8`` outputs are ranked as they
     are (dequantization is monotonic) and only the winners are dequantized, exactly as
-    :func:`dequantize` would. Right after an invoke every numpy call costs tens of microseconds
-    (cold caches), so the compiled ``edge._topk`` does it all in one call; numpy is the fallback.
+    :func:`dequantize` would. A compiled top-k (``edge/_topk.c``) did this until 2026-11; it saved
+    nothing measurable (frame -> top-k p50 the same to 0.01 ms at 2 threads, docs/benchmarks/runtime.md
+    of that day) and was one more C file a device must build, so numpy does it.
     """
-    if _topk is not None and scores.dtype in _TOPK_DTYPES and k <= 64 and scores.flags.c_contiguous:
-        return _topk.top_k(scores, k, scale, zero_point)
     scores = scores.reshape(-1)
     n = scores.size
     k = max(1, min(k, n))

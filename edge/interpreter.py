@@ -37,7 +37,7 @@ _MODULES = {
 
 
 #: The compiled hot paths and what runs instead when one was not built (no compiler at install).
-NATIVE_FALLBACKS = {"edge._resample": "resizing uses Pillow", "edge._topk": "top-k uses numpy"}
+NATIVE_FALLBACKS = {"edge._resample": "resizing uses Pillow"}
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ fi
 
 # -- 4. the C extensions, cross-compiled like setup.py builds them on the device (-O3) ------------
 INC=(-I"$ROOT/usr/include/python3.11" -idirafter "$ROOT/usr/include")  # pyconfig.h: aarch64-linux-gnu/python3.11/
-for mod in _resample _topk; do
+for mod in _resample; do
   src="edge/$mod.c" so="edge/$mod.cpython-311-aarch64-linux-gnu.so"
   if [ ! -e "$so" ] || [ "$src" -nt "$so" ] || [ "$0" -nt "$so" ]; then
     log "cross-compiling $src"

@@ -76,7 +76,7 @@ print(next((d.version for d in md.Distribution.discover(name="numpy", path=outsi
 fi
 "$OPT/venv/bin/python" -m pip install -q --upgrade pip
 "$OPT/venv/bin/python" -m pip install -q --upgrade -c "$constraints" "$REPO[edge]"
-if ! "$OPT/venv/bin/python" -I -c 'import edge._resample, edge._topk' 2>/dev/null; then
+if ! "$OPT/venv/bin/python" -I -c 'import edge._resample' 2>/dev/null; then
   echo "   note: the C extensions were not built (no C compiler?): the agent runs the slower Pillow/numpy" \
     "fallback (same results); apt install gcc python3-dev, then run this script again"
 fi

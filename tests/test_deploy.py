@@ -196,13 +196,13 @@ def test_missing_c_extension_is_one_warning_per_process(monkeypatch, caplog):
     """No compiler at install: the first model load says which fallback runs, once (the agent's start)."""
     from edge import runtime
 
-    monkeypatch.setitem(sys.modules, "edge._topk", None)  # as if it had not been built
+    monkeypatch.setitem(sys.modules, "edge._resample", None)  # as if it had not been built
     runtime.report_native_fallbacks.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="edge.runtime"):
-            assert "edge._topk (top-k uses numpy)" in runtime.report_native_fallbacks()
+            assert "edge._resample (resizing uses Pillow)" in runtime.report_native_fallbacks()
             runtime.report_native_fallbacks()
     finally:
         runtime.report_native_fallbacks.cache_clear()
     warnings = [r.getMessage() for r in caplog.records if "C extensions not built" in r.getMessage()]
-    assert len(warnings) == 1 and "edge._topk (top-k uses numpy)" in warnings[0] and "compiler" in warnings[0]
+    assert len(warnings) == 1 and "edge._resample (resizing uses Pillow)" in warnings[0] and "compiler" in warnings[0]
