@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -73,9 +74,26 @@ def run(args: argparse.Namespace) -> int:
     from edge.agent_setup import build_agent
     from edge.config import load_config
 
-    agent = build_agent(load_config(args.config))
+    # Loading models takes seconds on a Pi: a SIGTERM then (systemctl stop, a restart) ends the
+    # start cleanly with one line instead of killing the process mid-load.
+    def stop_while_starting(signum: int, _frame: object) -> None:
+        raise StartInterruptedError(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop_while_starting) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        agent = build_agent(load_config(args.config))
+    except StartInterruptedError as exc:
+        print(f"shelfscan-agent run: stopped by {exc} while starting; nothing was published", file=sys.stderr)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     agent.install_signals()
     return agent.run()
+
+
+class StartInterruptedError(Exception):
+    """A stop signal arrived before the agent was running (raised from the signal handler)."""
 
 
 def config(args: argparse.Namespace) -> int:
