@@ -28,6 +28,9 @@ from edge.messages import MessageKind, Topics, envelope, rfc3339
 from edge.pipelines import FramePipeline, Report
 
 log = logging.getLogger(__name__)
+#: Consecutive failed frames after which the source is closed and opened again (a camera sending
+#: garbage recovers; one bad frame does not cost a reopen).
+REOPEN_AFTER_FAILED_FRAMES = 20
 
 
 class AgentEvent(StrEnum):
@@ -81,6 +84,7 @@ class Agent:
         self.frame_errors = 0
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
+        self._failed_in_a_row = 0  # frames whose processing failed since the last good one
         self._frame_times: deque[float] = deque(maxlen=2048)  # when recent frames were done (windowed fps)
         self.started_monotonic = time.monotonic()
         self._storage_state = "ok"  # the outbox's storage state last published in status
@@ -322,10 +326,15 @@ class Agent:
             reports = self.pipeline.process(image, ts, self.pose)
         except Exception as exc:  # one bad frame must never end the agent: say so (not every time), count, go on
             self.frame_errors += 1
+            self._failed_in_a_row += 1
+            if self._failed_in_a_row == REOPEN_AFTER_FAILED_FRAMES:  # the source may be what is broken
+                self.capture.request_reopen(f"{REOPEN_AFTER_FAILED_FRAMES} frames in a row failed")
+                self._failed_in_a_row = 0
             if self.frame_errors in (1, 10) or self.frame_errors % 100 == 0:
                 log.exception("frame failed")
                 self.error(f"frame failed ({self.frame_errors} so far): {type(exc).__name__}: {str(exc)[:200]}")
             return
+        self._failed_in_a_row = 0
         self._publish_reports(reports)
         top_k = getattr(self.pipeline, "top_k", None)
         if (

@@ -219,6 +219,7 @@ class CaptureThread(threading.Thread):
         self.source, self.on_state, self.fps, self.backoff = source, on_state, fps, backoff
         self.stall_timeout = stall_timeout
         self.detail = ""  # why the state is what it is (kept for status messages sent later, e.g. on reconnect)
+        self._reopen = threading.Event()
         self._last_frame = time.monotonic()
         self._cond = threading.Condition()
         self._slot: Frame | None = None
@@ -237,6 +238,10 @@ class CaptureThread(threading.Thread):
         delay = self.backoff[0]
         opened = False
         while not self._stop.is_set():
+            if self._reopen.is_set() and opened:
+                self._reopen.clear()
+                self.source.close()
+                opened = False
             try:
                 if not opened:
                     self.source.open()
@@ -300,6 +305,11 @@ class CaptureThread(threading.Thread):
         """The source ended and its last frame has been taken."""
         with self._cond:
             return self.ended.is_set() and self._slot is None
+
+    def request_reopen(self, why: str) -> None:
+        """Close and open the source again before the next read (frames it sends keep failing)."""
+        log.warning("reopening %s: %s", self.source.name, why)
+        self._reopen.set()
 
     def stop(self) -> None:
         self._stop.set()

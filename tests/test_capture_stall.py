@@ -63,3 +63,27 @@ def test_deleted_looping_video_is_an_error_not_a_ghost(reference, tmp_path):
         raise AssertionError("a deleted looping video kept playing")
     finally:
         source.close()
+
+
+def test_reopen_on_request_closes_and_opens_the_source():
+    class Counting(Gate):
+        opens = closes = 0
+
+        def open(self) -> None:
+            self.opens += 1
+
+        def close(self) -> None:
+            self.closes += 1
+
+    source = Counting()
+    cap = CaptureThread(source, lambda s, d: None)
+    cap.start()
+    try:
+        assert cap.get(1.0) is not None and source.opens == 1
+        cap.request_reopen("20 frames in a row failed")
+        deadline = time.monotonic() + 3
+        while source.opens < 2 and time.monotonic() < deadline:
+            cap.get(0.1)
+        assert (source.opens, source.closes) == (2, 1) and cap.state == "ok"
+    finally:
+        cap.stop()
