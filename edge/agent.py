@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -85,6 +85,7 @@ class Agent:
         self.progress = time.monotonic()  # the watchdog looks at this
         self._last_classification = 0.0
         self._failed_in_a_row = 0  # frames whose processing failed since the last good one
+        self.console: TextIO | None = None  # a terminal for status lines (`run` in the foreground)
         self._frame_times: deque[float] = deque(maxlen=2048)  # when recent frames were done (windowed fps)
         self.started_monotonic = time.monotonic()
         self._storage_state = "ok"  # the outbox's storage state last published in status
@@ -366,6 +367,19 @@ class Agent:
                      mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
                      frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(), storage=self.storage(),
                      **getattr(self.pipeline, "stats", dict)())  # fmt: skip
+        if self.console is not None:
+            self.console.write(self.status_line() + "\n")
+            self.console.flush()
+
+    def status_line(self) -> str:
+        """One line for a person watching ``run`` in a terminal (written at each stats interval)."""
+        counts = self.pipeline.counts().get("counts", {})
+        top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:4]) or "-"
+        more = f" (+{len(counts) - 4})" if len(counts) > 4 else ""
+        scan = self.scan["scan_id"] if self.scan else "-"
+        return (f"{time.strftime('%H:%M:%S')}  {self.capture.state}  {self.windowed_fps():.1f} fps  "
+                f"{self.frames_done} frames  mqtt {'up' if self.link.connected.is_set() else 'DOWN'}  "
+                f"outbox {self.outbox.depth()}  scan {scan}: {top}{more}")  # fmt: skip
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:
         self.capture.stop()

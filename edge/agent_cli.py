@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     agent.install_signals()
+    if sys.stderr.isatty():  # run in a terminal: a status line every publish.stats_interval_s
+        agent.console = sys.stderr
     return agent.run()
 
 

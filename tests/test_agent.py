@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -426,3 +427,28 @@ def test_trusted_keys_refuse_unsigned_bundles_at_start_and_on_reload(tmp_path, b
     assert sub.wait_for(lambda s: len(s.of("sighting")) > n, 20) and agent.poll() is None
     stop_agent(agent, log)
     sub.close()
+
+
+def test_run_in_a_terminal_prints_status_lines(tmp_path, broker, bundle, video):
+    """`run` in the foreground on a terminal: a status line per stats interval (on a pipe: none, as before)."""
+    import pty
+
+    cfg = agent_config(tmp_path, broker.port, bundle, looping(video))
+    main, side = pty.openpty()
+    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO,
+                             stdout=side, stderr=side, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    os.close(side)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and seen.count(b" fps ") < 2:
+            ready, _, _ = select.select([main], [], [], 1.0)
+            if ready:
+                seen += os.read(main, 4096)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        os.close(main)
+    lines = [ln for ln in seen.decode(errors="replace").splitlines() if " fps " in ln]
+    assert len(lines) >= 2, seen[-2000:]
+    assert " ok " in lines[-1] and "mqtt up" in lines[-1] and "scan auto-" in lines[-1], lines[-1]
