@@ -76,3 +76,29 @@ def tiny_detector(tmp_path_factory, shared) -> dict[str, Path]:
                   "--calibration-count", "8", "--max-drop", "100", "--bench-runs", "2"])  # fmt: skip
     assert rc == 0
     return {"run": run, "bundles": root / "bundles", "eval": root / "eval"}
+
+
+# The agent's reference bundle and video, shared by the agent, deploy, TLS, live-page and config tests.
+@pytest.fixture(scope="module")
+def bundle(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uint8 reference MobileNetV2 as a bundle: what the agent tests run."""
+    from edge.bundle import write_bundle
+    from edge.labels import read_labels
+    from edge.preprocess import PreprocessSpec
+
+    out = tmp_path_factory.mktemp("bundles") / "imagenet-v1"
+    spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
+    write_bundle(out, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
+                 spec, name="imagenet-ref", version="1", backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def video(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cat, coffee, cat, coffee: truth = 2 cat sightings and 2 espresso sightings."""
+    from tests.mqtt_helpers import write_shelf_video
+
+    path = tmp_path_factory.mktemp("video") / "shelf.avi"
+    photos = [reference / "samples" / "chelsea.png", reference / "samples" / "coffee.png"]
+    write_shelf_video(path, photos, [0, 1, 0, 1], frames_per_run=20)
+    return path

@@ -19,28 +19,10 @@ from edge.bundle import write_bundle
 from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
 from tests.broker import Broker
-from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config, write_shelf_video
+from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config
 
 REPO = Path(__file__).resolve().parent.parent
 DURABLE = ("status", "sighting", "counts", "error")
-
-
-@pytest.fixture(scope="module")
-def bundle(reference, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "imagenet-v1"
-    spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(out, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 spec, name="imagenet-ref", version="1", backbone="mobilenet_v2", variant="int8")  # fmt: skip
-    return out
-
-
-@pytest.fixture(scope="module")
-def video(reference, tmp_path_factory) -> Path:
-    """cat, coffee, cat, coffee: truth = 2 cat sightings and 2 espresso sightings."""
-    path = tmp_path_factory.mktemp("video") / "shelf.avi"
-    photos = [reference / "samples" / "chelsea.png", reference / "samples" / "coffee.png"]
-    write_shelf_video(path, photos, [0, 1, 0, 1], frames_per_run=20)
-    return path
 
 
 @pytest.fixture

@@ -6,20 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import write_bundle
-from edge.labels import read_labels
-from edge.preprocess import PreprocessSpec
 from tests.conftest import run_cli
 from tests.mqtt_helpers import agent_config
-
-
-@pytest.fixture(scope="module")
-def bundle(reference, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "imagenet-v1"
-    spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(out, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 spec, name="imagenet-ref", version="1", backbone="mobilenet_v2", variant="int8")  # fmt: skip
-    return out
 
 
 def check(cfg: Path) -> tuple[int, list[str]]:

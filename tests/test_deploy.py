@@ -16,7 +16,6 @@ import pytest
 
 from edge import sdnotify
 from tests.conftest import IN_CI, REPO
-from tests.test_agent import bundle, video  # noqa: F401 - module fixtures reused here
 
 UNITS = REPO / "systemd"
 
@@ -116,7 +115,7 @@ def test_watchdog_pings_only_while_the_loop_progresses(tmp_path, monkeypatch):
     assert alive.count("WATCHDOG=1") >= 2 and stalled == [] and "WATCHDOG=1" in recovered
 
 
-def test_agent_sends_ready_and_watchdog(tmp_path, bundle, video):  # noqa: F811
+def test_agent_sends_ready_and_watchdog(tmp_path, bundle, video):
     from tests.broker import Broker
     from tests.mqtt_helpers import agent_config
 

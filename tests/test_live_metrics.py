@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.broker import Broker, free_port
 from tests.mqtt_helpers import agent_config
-from tests.test_agent import bundle, start_agent, stop_agent, video  # noqa: F401 (fixtures)
+from tests.test_agent import start_agent, stop_agent
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 BACKGROUND_BGR = (0x33, 0x27, 0x1D)  # edge.live_page.BACKGROUND, #1d2733
@@ -68,7 +68,7 @@ def one(metrics: dict, name: str, **labels: str) -> float:
     return metrics[name][tuple(sorted(labels.items()))]
 
 
-def test_metrics_and_live_page_of_a_running_agent(tmp_path, broker, bundle, video):  # noqa: F811
+def test_metrics_and_live_page_of_a_running_agent(tmp_path, broker, bundle, video):
     metrics_port, live_port = free_port(), free_port()
     cfg = agent_config(tmp_path, broker.port, bundle, f'kind = "video"\npath = "{video}"\nloop = true\nfps = 15',
                        inference={"max_fps": 15}, metrics={"enabled": True, "port": metrics_port},

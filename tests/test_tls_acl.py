@@ -25,7 +25,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.broker import Broker, free_port, run_as
 from tests.conftest import REPO
 from tests.mqtt_helpers import agent_config
-from tests.test_agent import bundle, video  # noqa: F401 - module fixtures reused here
 
 
 def _name(cn: str) -> x509.Name:
@@ -141,7 +140,7 @@ def start(cfg: Path, password: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def secure_config(tmp_path: Path, port: int, bundle: Path, video: Path, pki: dict[str, Path]) -> Path:  # noqa: F811
+def secure_config(tmp_path: Path, port: int, bundle: Path, video: Path, pki: dict[str, Path]) -> Path:
     return agent_config(
         tmp_path,
         port,
@@ -155,7 +154,7 @@ def secure_config(tmp_path: Path, port: int, bundle: Path, video: Path, pki: dic
     )
 
 
-def test_agent_over_tls_with_client_certificate(tmp_path, secure_broker, bundle, video):  # noqa: F811
+def test_agent_over_tls_with_client_certificate(tmp_path, secure_broker, bundle, video):
     broker, pki = secure_broker
     inventory, got = tls_client(pki, "inventory", "inv-secret", broker.port, "inventory")
     inventory.subscribe("shelfscan/#", qos=1)
@@ -170,7 +169,7 @@ def test_agent_over_tls_with_client_certificate(tmp_path, secure_broker, bundle,
         inventory.loop_stop()
 
 
-def test_wrong_password_is_a_clear_error_and_retried(tmp_path, secure_broker, bundle, video):  # noqa: F811
+def test_wrong_password_is_a_clear_error_and_retried(tmp_path, secure_broker, bundle, video):
     broker, pki = secure_broker
     cfg = secure_config(tmp_path, broker.port, bundle, video, pki)
     log = tmp_path / "a.log"
