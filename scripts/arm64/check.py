@@ -13,7 +13,7 @@ and, where there is something to compare, the same code in the x86 venv on the s
 
     check.py [STEP...]          (default: all; ARM64_ONLY=a,b does the same)
     ARM64_PERTURB=classify|preprocess   alter one aarch64 value before comparing: the step must fail
-    ARM64_STRICT=1              OpenCV's bilinear/area must be bit-exact too (they are not: docs/arm64.md)
+    ARM64_STRICT=1              OpenCV's area must be bit-exact too (it is not: docs/arm64.md)
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ EXTRA_PHOTOS = [
     SHARED / "datasets" / "grocery_store" / "train" / "kiwi" / "train_Kiwi_001.jpg",
     SHARED / "datasets" / "freiburg_groceries" / "train" / "beans" / "BEANS0000.jpg",
 ]
-# Interpolations done by OpenCV code that is not bit-exact across ISAs (its SIMD INTER_LINEAR and
-# INTER_AREA round differently on NEON and AVX2): allowed to differ by at most one level, reported.
-# Everything else (decoding, edge._resample's bilinear_antialias, nearest, normalization) is exact.
-OPENCV_INEXACT = (":area:",)  # bilinear is INTER_LINEAR_EXACT: bit-exact
+# Interpolations done by OpenCV code that is not bit-exact across ISAs (its SIMD INTER_AREA rounds
+# differently on NEON and AVX2): allowed to differ by at most one level, reported. Everything else
+# (decoding, bilinear_antialias, bilinear = INTER_LINEAR_EXACT, nearest, normalization) is exact.
+OPENCV_INEXACT = (":area:",)
 
 # Test modules whose imports are edge, numpy/OpenCV/Pillow and TF-free helpers (trainer.shelf_composer
 # is numpy/OpenCV only), chosen to fit CI's time: ~125 tests in about 2.5 minutes under emulation.
@@ -110,7 +110,7 @@ def step_preprocess(work: Path) -> list[str]:
     inexact = [p for p in problems if any(m in p for m in OPENCV_INEXACT) and p.endswith("(max |diff| 1)")]
     if inexact and not strict:
         problems = [p for p in problems if p not in inexact]
-        print(f"note: {len(inexact)} of {len(x86)} arrays differ by one level, all OpenCV bilinear/area "
+        print(f"note: {len(inexact)} of {len(x86)} arrays differ by one level, all OpenCV area "
               f"(not bit-exact across ISAs; ARM64_STRICT=1 fails on them), e.g. {inexact[0]}")  # fmt: skip
     print(f"{len(x86) - len(inexact)} of {len(x86)} arrays bit-identical on x86 and aarch64")
     return problems
