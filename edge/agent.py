@@ -131,6 +131,9 @@ class Agent:
     def publish_status(self, **extra: Any) -> None:
         if "detail" not in extra and self.capture.state in ("error", "stalled"):
             extra["detail"] = self.capture.detail[:300]  # e.g. on reconnect: still say why the source is down
+        outage = getattr(self.link, "last_outage", None)
+        if outage:
+            extra.setdefault("mqtt_last_outage", outage)
         models, storage = self.pipeline.models(), self.storage()
         self._storage_state = storage["state"]
         detector: dict[str, Any] = {"detector": models["detector"]} if "detector" in models else {}

@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MQTTConfig
-from edge.messages import Topics
+from edge.messages import Topics, rfc3339
 from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,10 @@ class MqttLink:
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._failures = 0  # consecutive failed connects in this outage
         self._outage_since = 0.0
+        self._last_reason = ""
+        #: The last outage that ended (reason, failed attempts, seconds down, when it ended): the agent
+        #: cannot report an outage while it lasts, so its next status says it (and `watch` shows it).
+        self.last_outage: dict[str, Any] | None = None
         self._last_failure_log = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -116,6 +120,7 @@ class MqttLink:
         """A warning when an outage starts, then at most one per FAILURE_LOG_INTERVAL_S: never silent, no flood."""
         now = time.monotonic()
         self._failures += 1
+        self._last_reason = reason
         if self._failures == 1:
             self._outage_since = now
         if self._failures == 1 or now - self._last_failure_log >= FAILURE_LOG_INTERVAL_S:
@@ -131,8 +136,11 @@ class MqttLink:
             self._connect_failed(f"broker refused the connection: {reason}")
             return
         if self._failures:
+            down = time.monotonic() - self._outage_since
             log.info("MQTT connected to %s:%d after %d failed attempts (%.0f s)", self.cfg.host, self.cfg.port,
-                     self._failures, time.monotonic() - self._outage_since)  # fmt: skip
+                     self._failures, down)  # fmt: skip
+            self.last_outage = {"reason": self._last_reason[:200], "attempts": self._failures,
+                                "down_s": round(down, 1), "ended": rfc3339(time.time())}  # fmt: skip
         else:
             log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
         self._failures = 0

@@ -58,6 +58,7 @@ class Device:
     latency_ms: float | None = None
     outbox_depth: int | None = None
     last_error: str | None = None
+    last_outage: str | None = None
     last_seen: float = 0.0
 
 
@@ -92,6 +93,12 @@ class Fleet:
             if kind == "status":
                 d.state = str(doc.get("state", "?"))
                 d.source = doc.get("source", d.source)
+                outage = doc.get("mqtt_last_outage")
+                if isinstance(outage, dict):
+                    d.last_outage = (
+                        f"{str(outage.get('reason', '?'))[:80]}, {outage.get('attempts', '?')} failed "
+                        f"attempts, down {outage.get('down_s', '?')} s, until {outage.get('ended', '?')}"
+                    )
             elif kind == "counts":
                 d.scan_id, d.final = doc.get("scan_id"), bool(doc.get("final"))
                 d.counts = {str(k): int(v) for k, v in (doc.get("counts") or {}).items()}
@@ -122,7 +129,8 @@ class Fleet:
         for r in body:
             lines.append("  ".join(f"{c!s:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
         errors = [f"  {d['device_id']}: last error: {d['last_error']}" for d in rows if d["last_error"]]
-        return "\n".join(lines + errors)
+        outages = [f"  {d['device_id']}: last MQTT outage: {d['last_outage']}" for d in rows if d["last_outage"]]
+        return "\n".join(lines + errors + outages)
 
 
 def _num(v: Any) -> str:

@@ -125,6 +125,16 @@ def test_broker_sigkill_loses_nothing_logs_once_and_refreshes_the_will(tmp_path,
     assert will["seq"] > seq_before, (will, seq_before)
     outage = [line for line in log.read_text().splitlines() if "unreachable" in line]
     assert len(outage) == 1 and "ConnectionRefusedError" in outage[0] and "next retry in" in outage[0], outage
+    # the status after the reconnect says what the outage was (the agent could not while it lasted) ...
+    reported = [d["mqtt_last_outage"] for d in sub.of("status") if d.get("mqtt_last_outage")]
+    assert reported and "ConnectionRefusedError" in reported[-1]["reason"] and reported[-1]["down_s"] >= 5, reported
+    # ... and `watch` shows it
+    from edge.watch import Fleet
+
+    fleet = Fleet("test")
+    for t, d, _ in sub.messages:
+        fleet.update(t, json.dumps(d).encode())
+    assert "robot-1: last MQTT outage: ConnectionRefusedError" in fleet.table(), fleet.table()
     # in flight at the kill (paho's window is 20) may come twice; a gap never
     seqs = assert_no_gap(sub, max_duplicates=20)
     assert len(seqs) > 10
