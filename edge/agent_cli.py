@@ -8,7 +8,12 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from edge.cli_args import add_broker_args, broker_from_args
+
+if TYPE_CHECKING:
+    from edge.watch import BrokerURL
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
@@ -26,8 +31,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
                        description="Subscribe to <prefix>/+/+ and show each device's status, last counts, fps, "
                        "latency, outbox depth and model. The password comes from SHELFSCAN_MQTT_PASSWORD "
                        "unless the URL carries one.")  # fmt: skip
-    w.add_argument("--broker", default="mqtt://localhost:1883", metavar="URL",
-                   help="mqtt://[user@]host[:port] or mqtts://... (default mqtt://localhost:1883)")  # fmt: skip
+    add_broker_args(w)
     w.add_argument("--prefix", default="shelfscan", help="topic prefix (default shelfscan)")
     w.add_argument("--once", type=float, nargs="?", const=2.0, metavar="SECONDS",
                    help="collect for SECONDS (default 2), print one table, exit")  # fmt: skip
@@ -37,15 +41,15 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
 
 def watch_cmd(args: argparse.Namespace) -> int:
     once = args.once if args.once is not None else (2.0 if args.json else None)
-    return watch(args.broker, args.prefix, once, args.json)
+    return watch(broker_from_args(args), args.prefix, once, args.json)
 
 
-def watch(url: str, prefix: str, once: float | None, as_json: bool, interval: float = 1.0) -> int:
+def watch(url: BrokerURL, prefix: str, once: float | None, as_json: bool, interval: float = 1.0) -> int:
     """Show the fleet table; ``once``: wait that many seconds for retained state, print, exit."""
-    from edge.watch import Fleet, connect, parse_broker_url
+    from edge.watch import Fleet, connect
 
     fleet = Fleet(prefix)
-    client = connect(parse_broker_url(url), f"shelfscan-watch-{os.getpid()}", [f"{fleet.prefix}/+/+"],
+    client = connect(url, f"shelfscan-watch-{os.getpid()}", [f"{fleet.prefix}/+/+"],
                      fleet.update)  # fmt: skip
     try:
         if once is not None:

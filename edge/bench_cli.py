@@ -88,16 +88,11 @@ def check_writable(path: Path) -> None:
 
 
 def publish_report(cfg: Any, payload: bytes) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from edge.mqtt_client import new_client
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"shelfscan-bench-{cfg.device.id}")
-    if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password())
-    if cfg.mqtt.tls:
-        t = cfg.mqtt.tls
-        client.tls_set(ca_certs=str(t.ca) if t.ca else None, certfile=str(t.cert) if t.cert else None,
-                       keyfile=str(t.key) if t.key else None)  # fmt: skip
+    m = cfg.mqtt
+    client = new_client(f"shelfscan-bench-{cfg.device.id}", protocol=m.protocol, username=m.username,
+                        password=m.password(), tls=m.tls)  # fmt: skip
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
     except OSError as exc:

@@ -17,6 +17,7 @@ from edge.errors import ShelfscanError
 if TYPE_CHECKING:
     from edge.delegates import DelegateSpec
     from edge.runtime import Classifier
+    from edge.watch import BrokerURL
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -148,3 +149,23 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, Any]:
                 raise ShelfscanError(f"--{name} takes 1 or 3 values, got {len(values)}")
             overrides[name] = tuple(values * 3 if len(values) == 1 else values)
     return overrides
+
+
+def add_broker_args(p: argparse.ArgumentParser) -> None:
+    """``--broker URL``, ``--protocol`` and ``--ca``: how ``watch`` and ``shelfmap --device`` reach the broker."""
+    p.add_argument("--broker", default="mqtt://localhost:1883", metavar="URL",
+                   help="mqtt://[user@]host[:port] or mqtts://... (default mqtt://localhost:1883); the password "
+                   "comes from SHELFSCAN_MQTT_PASSWORD unless the URL has one")  # fmt: skip
+    p.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1",
+                   help="MQTT version (default 3.1.1: every broker speaks it)")  # fmt: skip
+    p.add_argument("--ca", metavar="PEM", help="mqtts://: the CA that signed the broker's certificate "
+                   "(default: the system's CAs)")  # fmt: skip
+    p.add_argument("--cert", metavar="PEM", help="mqtts://: client certificate, for brokers that require one")
+    p.add_argument("--key", metavar="PEM", help="mqtts://: the client certificate's private key")
+
+
+def broker_from_args(args: argparse.Namespace) -> BrokerURL:
+    """The broker that ``add_broker_args`` options name (one-line errors for a bad URL or CA file)."""
+    from edge.watch import parse_broker_url
+
+    return parse_broker_url(args.broker, args.protocol, args.ca, args.cert, args.key)

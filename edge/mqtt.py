@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import ssl
 import sys
 import threading
 import time
@@ -25,10 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import MQTTConfig
 from edge.messages import Topics, rfc3339
+from edge.mqtt_client import new_client
 from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -48,20 +47,10 @@ class MqttLink:
         self.cfg, self.topics, self.outbox, self.on_command = cfg, topics, outbox, on_command
         self.subscriptions = dict(subscriptions or {})  # exact topic -> handler (e.g. homeassistant/status)
         self.on_connected = on_connected
-        protocol = mqtt.MQTTv5 if cfg.protocol == "5" else mqtt.MQTTv311
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"shelfscan-{device_id}", protocol=protocol)
+        self.client = new_client(f"shelfscan-{device_id}", protocol=cfg.protocol, username=cfg.username,
+                                 password=cfg.password(), tls=cfg.tls)  # fmt: skip
         self.make_will = will
         self.client.will_set(topics.status, will(), qos=1, retain=True)
-        if cfg.username:
-            self.client.username_pw_set(cfg.username, cfg.password())
-        if cfg.tls:
-            self.client.tls_set(
-                ca_certs=str(cfg.tls.ca) if cfg.tls.ca else None,
-                certfile=str(cfg.tls.cert) if cfg.tls.cert else None,
-                keyfile=str(cfg.tls.key) if cfg.tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            self.client.tls_insecure_set(cfg.tls.insecure)
         self.client.reconnect_delay_set(int(cfg.reconnect_backoff_s[0]), int(cfg.reconnect_backoff_s[1]))
         self.client.max_inflight_messages_set(20)
         self.client.on_pre_connect = self._refresh_will

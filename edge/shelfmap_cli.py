@@ -14,9 +14,13 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge.cli_args import add_broker_args, broker_from_args
 from edge.errors import ShelfscanError
+
+if TYPE_CHECKING:
+    from edge.watch import BrokerURL
 
 ROW_HEIGHT = 90
 MARGIN = 20
@@ -28,7 +32,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", metavar="SHELFMAP.json", help="a saved shelfmap message")
     src.add_argument("--device", metavar="ID", help="read <prefix>/<ID>/shelfmap (retained) from --broker")
-    p.add_argument("--broker", default="mqtt://localhost:1883", metavar="URL", help="mqtt://[user@]host[:port]")
+    add_broker_args(p)
     p.add_argument("--prefix", default="shelfscan", help="topic prefix (default shelfscan)")
     p.add_argument("--out", required=True, metavar="FILE", help="map.png or map.html")
     p.add_argument("--json", action="store_true", help="print a summary as JSON")
@@ -39,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".html"):
         raise ShelfscanError(f"--out {out}: write a .png or an .html file")
-    doc = fetch(args.broker, args.prefix, args.device) if args.device else read(Path(args.file))
+    doc = fetch(broker_from_args(args), args.prefix, args.device) if args.device else read(Path(args.file))
     layout = lay_out(doc)
     if out.suffix.lower() == ".png":
         write_png(layout, out)
@@ -66,9 +70,9 @@ def check(doc: Any, where: str) -> dict[str, Any]:
     return doc
 
 
-def fetch(url: str, prefix: str, device: str, timeout: float = 5.0) -> dict[str, Any]:
+def fetch(url: BrokerURL, prefix: str, device: str, timeout: float = 5.0) -> dict[str, Any]:
     """The retained shelf map of ``device``, waiting up to ``timeout`` seconds for it."""
-    from edge.watch import connect, parse_broker_url
+    from edge.watch import connect
 
     topic = f"{prefix}/{device}/shelfmap"
     got: dict[str, Any] = {}
@@ -76,7 +80,7 @@ def fetch(url: str, prefix: str, device: str, timeout: float = 5.0) -> dict[str,
     def on_message(topic_: str, payload: bytes) -> None:
         got["payload"] = payload
 
-    client = connect(parse_broker_url(url), f"shelfscan-shelfmap-{device}", [topic], on_message)
+    client = connect(url, f"shelfscan-shelfmap-{device}", [topic], on_message)
     try:
         deadline = time.monotonic() + timeout
         while "payload" not in got and time.monotonic() < deadline:

@@ -12,7 +12,8 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from edge.errors import ShelfscanError
@@ -27,9 +28,14 @@ class BrokerURL:
     tls: bool
     username: str | None = None
     password: str | None = None
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    ca: Path | None = None  # CA certificate for mqtts:// (default: the system's)
+    cert: Path | None = None  # client certificate and key, for brokers that require one
+    key: Path | None = None
 
 
-def parse_broker_url(url: str) -> BrokerURL:
+def parse_broker_url(url: str, protocol: Literal["3.1.1", "5"] = "3.1.1", ca: str | None = None,
+                     cert: str | None = None, key: str | None = None) -> BrokerURL:  # fmt: skip
     """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://`` (TLS, port 8883 by default)."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
@@ -42,7 +48,17 @@ def parse_broker_url(url: str) -> BrokerURL:
     if not parts.hostname:
         raise ShelfscanError(f"broker URL {url!r}: no host")
     password = unquote(parts.password) if parts.password else os.environ.get("SHELFSCAN_MQTT_PASSWORD")
-    return BrokerURL(parts.hostname, port, tls, unquote(parts.username) if parts.username else None, password)
+    files = {"--ca": ca, "--cert": cert, "--key": key}
+    for option, name in files.items():
+        if name is not None and not tls:
+            raise ShelfscanError(f"{option} {name}: only for an mqtts:// broker URL")
+        if name is not None and not Path(name).is_file():
+            raise ShelfscanError(f"{option} {name}: file not found")
+    if (cert is None) != (key is None):
+        raise ShelfscanError("--cert and --key go together (the client certificate and its key)")
+    user = unquote(parts.username) if parts.username else None
+    paths = [Path(n) if n else None for n in (ca, cert, key)]
+    return BrokerURL(parts.hostname, port, tls, user, password, protocol, *paths)
 
 
 @dataclass
@@ -139,14 +155,11 @@ def _num(v: Any) -> str:
 
 def connect(url: BrokerURL, client_id: str, topics: list[str], on_message: Any) -> Any:
     """A paho (VERSION2 callbacks) client that subscribes again on every connect."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from edge.config import TLSConfig
+    from edge.mqtt_client import new_client
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    if url.tls:
-        client.tls_set()
+    tls = TLSConfig(ca=url.ca, cert=url.cert, key=url.key) if url.tls else None
+    client = new_client(client_id, protocol=url.protocol, username=url.username, password=url.password, tls=tls)
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         for t in topics:

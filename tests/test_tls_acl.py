@@ -163,6 +163,14 @@ def test_agent_over_tls_with_client_certificate(tmp_path, secure_broker, bundle,
     agent = start(cfg, "r1-secret", log)
     try:
         assert wait(lambda: any(t == "shelfscan/robot-1/sighting" for t, _ in got), 40), log.read_text()[-2000:]
+        # `watch` reaches the same broker with the CA and a client certificate (it had a bare tls_set())
+        from tests.conftest import run_cli
+
+        env = {**os.environ, "SHELFSCAN_MQTT_PASSWORD": "inv-secret"}
+        tls = ["--ca", str(pki["ca"]), "--cert", str(pki["inventory.crt"]), "--key", str(pki["inventory.key"])]
+        seen = run_cli("watch", "--broker", f"mqtts://inventory@127.0.0.1:{broker.port}", *tls, "--json", env=env)
+        assert seen.returncode == 0, seen.stderr
+        assert "robot-1" in {d["device_id"] for d in json.loads(seen.stdout)}, seen.stdout
     finally:
         agent.terminate()
         assert agent.wait(30) == 0
