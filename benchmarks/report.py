@@ -8,25 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edge.bench import summarize
 from edge.sysinfo import machine_info
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 
 def stats_ms(samples: list[float]) -> dict[str, float]:
-    """Summary of durations given in seconds, reported in milliseconds."""
-    a = np.asarray(samples) * 1e3
-    return {
-        "n": int(a.size),
-        "min": round(float(a.min()), 4),
-        "p50": round(float(np.percentile(a, 50)), 4),
-        "p90": round(float(np.percentile(a, 90)), 4),
-        "p99": round(float(np.percentile(a, 99)), 4),
-        "max": round(float(a.max()), 4),
-        "mean": round(float(a.mean()), 4),
-    }
+    """Summary of durations given in seconds, reported in milliseconds: the agent bench's own summary."""
+    return summarize(samples)
 
 
 def write_report(name: str, title: str, results: dict[str, Any], markdown_body: str) -> Path:

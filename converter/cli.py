@@ -66,9 +66,10 @@ def keras_reference(run: Any, eval_dir: Path) -> tuple[dict[str, int], dict[str,
     paths = [p for f in folders for p in list_images(eval_dir / f)]
     truth = np.array([mapping.get(p.parent.name, -1) for p in paths])
     probs = run.model.predict(load_eval_arrays(paths, run.spec), batch_size=32, verbose=0)
-    top5 = np.argsort(-probs, axis=1)[:, :5]
+    from trainer.metrics import top_k_accuracy
+
     keras_top1 = {str(p): int(i) for p, i in zip(paths, probs.argmax(axis=1), strict=True)}
-    summary = {"top1": float((top5[:, 0] == truth).mean()), "top5": float((top5 == truth[:, None]).any(axis=1).mean())}
+    summary = {"top1": top_k_accuracy(probs, truth, 1), "top5": top_k_accuracy(probs, truth, 5)}
     return keras_top1, summary
 
 

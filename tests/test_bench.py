@@ -119,3 +119,14 @@ def test_a_bundle_behind_the_current_link_is_benchmarked_once(bundles, tmp_path)
         assert bundles_in([str(root / "current"), str(root)]) == [root / "current", root / "float_softmax"]
     finally:
         (root / "current").unlink()
+
+
+def test_top_k_accuracy_counts_ties_by_rank_and_empty_sets():
+    from trainer.metrics import top_k_accuracy
+
+    probs = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    y = np.array([2, 0, 1])
+    assert top_k_accuracy(probs, y, 1) == pytest.approx(1 / 3)
+    assert top_k_accuracy(probs, y, 2) == pytest.approx(2 / 3)  # row 3: the tie at 0.2 goes to class 0
+    assert top_k_accuracy(probs, y, 5) == 1.0  # k beyond the classes: all of them
+    assert top_k_accuracy(probs[:0], y[:0], 5) == 0.0

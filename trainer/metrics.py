@@ -13,12 +13,18 @@ def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return cm
 
 
+def top_k_accuracy(probs: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Share of rows whose true class is among the ``k`` highest scores (0 for no rows)."""
+    if not y.size:
+        return 0.0
+    topk = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, probs.shape[1])]  # ties: the lower index
+    return float((topk == y[:, None]).any(axis=1).mean())
+
+
 def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
     """Top-1, top-5, per-class precision/recall/F1 and the confusion matrix."""
     n = len(classes)
     pred = probs.argmax(axis=1)
-    k = min(5, n)
-    topk = np.argsort(-probs, axis=1)[:, :k]
     cm = confusion(y, pred, n)
     tp = np.diag(cm).astype(np.float64)
     precision = np.divide(tp, cm.sum(axis=0), out=np.zeros(n), where=cm.sum(axis=0) > 0)
@@ -26,8 +32,8 @@ def classification_metrics(probs: np.ndarray, y: np.ndarray, classes: list[str])
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=(precision + recall) > 0)
     return {
         "images": int(y.size),
-        "top1": float((pred == y).mean()) if y.size else 0.0,
-        "top5": float((topk == y[:, None]).any(axis=1).mean()) if y.size else 0.0,
+        "top1": top_k_accuracy(probs, y, 1),
+        "top5": top_k_accuracy(probs, y, 5),
         "macro_f1": float(f1.mean()),
         "per_class": {
             c: {
