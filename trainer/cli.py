@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from edge.errors import ShelfscanError
 from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
@@ -24,11 +26,23 @@ def _size(text: str) -> int | tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trainer.augment import AugmentConfig
     from trainer.backbones import BACKBONES
     from trainer.detector import DetectorConfig
-    from trainer.run import default_cache_dir
+    from trainer.finetune import FineTuneConfig
+    from trainer.head import HeadConfig
+    from trainer.run import TrainConfig
+
+    # One source of defaults: the config dataclasses the run is built from; --help shows them.
+    run, head, tune, aug = (
+        _defaults(TrainConfig),
+        _defaults(HeadConfig),
+        _defaults(FineTuneConfig),
+        _defaults(AugmentConfig),
+    )
 
     p = argparse.ArgumentParser(
+        formatter_class=_DefaultsShown,
         prog="shelfscan-train",
         description="Retrain a backbone's head (and optionally its top blocks) on a folder-per-class "
         "dataset, with a bottleneck cache that keeps working when augmentation is on.",
@@ -41,40 +55,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="CSV of image path or id, label (e.g. HackerEarth train.csv); images under DATA")
     p.add_argument("--backbone", choices=sorted(BACKBONES),
                    help="feature extractor (classify default: inception_v3; detect: mobilenet_v2 only)")  # fmt: skip
-    p.add_argument("--weights", default="imagenet", help="imagenet (Keras cache), none, or a backbone .h5 file")
+    p.add_argument("--weights", default=run["weights"], help="imagenet (Keras cache), none, or a backbone .h5 file")
     p.add_argument("--input-size", type=_size, metavar="N|HxW",
                    help="input size: classify takes a square N (default: the backbone's, 299 or 224); "
                    "detect takes HxW (default 240x320, for 4:3 frames)")  # fmt: skip
-    p.add_argument("--interpolation", default="bilinear_antialias", help="resize filter (edge preprocessing)",
+    p.add_argument("--interpolation", default=run["interpolation"], help="resize filter (edge preprocessing)",
                    choices=["bilinear_antialias", "bilinear", "area", "nearest"])  # fmt: skip
-    p.add_argument("--val-pct", type=float, default=10.0, help="validation share when DATA has no val/ (hash split)")
-    p.add_argument("--test-pct", type=float, default=0.0, help="test share when DATA has no val/ (hash split)")
-    p.add_argument("--augment-views", type=int, default=0, metavar="K", help="cached augmented views per image")
+    p.add_argument(
+        "--val-pct", type=float, default=run["val_pct"], help="validation share when DATA has no val/ (hash split)"
+    )
+    p.add_argument(
+        "--test-pct", type=float, default=run["test_pct"], help="test share when DATA has no val/ (hash split)"
+    )
+    p.add_argument(
+        "--augment-views", type=int, default=aug["views"], metavar="K", help="cached augmented views per image"
+    )
     p.add_argument("--augment-camera", action="store_true",
                    help="every other view as a shelf camera sees a facing (trimmed, small, blurred, exposed, "
                    "noisy): for classifiers of detect_classify crops")  # fmt: skip
     p.add_argument("--epochs", type=int,
-                   help="head epochs (classify, default 100) or detector epochs (detect, default "
+                   help=f"head epochs (classify, default {head['epochs']}) or detector epochs (detect, default "
                    f"{DetectorConfig.epochs}); early stopping on val loss either way")  # fmt: skip
-    p.add_argument("--learning-rate", type=float, default=1e-3, help="head (classify) or neck (detect) learning rate")
-    p.add_argument("--hidden", type=int, default=512, help="hidden units in the head (0: softmax layer only)")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--learning-rate", type=float, default=head["learning_rate"],
+                   help="head (classify) or neck (detect) learning rate")  # fmt: skip
+    p.add_argument(
+        "--hidden", type=int, default=head["hidden"], help="hidden units in the head (0: softmax layer only)"
+    )
+    p.add_argument("--dropout", type=float, default=head["dropout"], help="head dropout")
+    p.add_argument("--label-smoothing", type=float, default=head["label_smoothing"], help="head label smoothing")
     p.add_argument(
         "--standardize-features",
         choices=["auto", "on", "off"],
-        default="auto",
+        default=head["standardize"],
         help="standardize features in the head (auto: only with --weights none)",
     )
-    p.add_argument("--balance", choices=["weights", "sample", "none"], default="weights",
+    p.add_argument("--balance", choices=["weights", "sample", "none"], default=head["balance"],
                    help="imbalanced classes: loss weights, oversampling, or nothing")  # fmt: skip
-    p.add_argument("--fine-tune-epochs", type=int, default=0, help="0 = head only")
-    p.add_argument("--fine-tune-lr", type=float, default=1e-5)
+    p.add_argument("--fine-tune-epochs", type=int, default=tune["epochs"], help="0 = head only")
+    p.add_argument("--fine-tune-lr", type=float, default=tune["learning_rate"], help="fine-tuning learning rate")
     p.add_argument("--fine-tune-after", help="unfreeze layers after this one (default: top two blocks)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--cache-dir", default=str(default_cache_dir()))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
+    p.add_argument("--batch-size", type=int, default=run["batch_size"], help="extraction and fine-tuning batch")
+    p.add_argument("--cache-dir", default=run["cache_dir"], help="bottleneck cache")
+    p.add_argument("--seed", type=int, default=run["seed"], help="splits, augmentation, composition")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default=run["strategy"],
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")  # fmt: skip
     det = p.add_argument_group("facing detector (--task detect; backbone: mobilenet_v2)")
     det.add_argument("--train-shelves", type=int, default=DetectorConfig.train_shelves,
@@ -94,6 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless it has none or already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, 0, argparse.SUPPRESS) and not isinstance(action.default, float):
+            return text
+        return text if "default" in text or not action.option_strings else f"{text} (default: %(default)s)"
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    """Field defaults of a config dataclass (default factories called)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(rest)
@@ -108,11 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     args.backbone = args.backbone or "inception_v3"
-    args.epochs = args.epochs or 100
     from trainer.augment import AugmentConfig
     from trainer.finetune import FineTuneConfig
     from trainer.head import HeadConfig
     from trainer.run import TrainConfig, train
+
+    args.epochs = args.epochs or HeadConfig.epochs
 
     cfg = TrainConfig(
         data=args.data, out=args.out, csv=args.csv, backbone=args.backbone, weights=args.weights,
