@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -25,7 +25,10 @@ from edge.compat import StrEnum
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
 from edge.messages import MessageKind, Topics, envelope, rfc3339
-from edge.pipelines import FramePipeline, Report
+from edge.pipelines import FramePipeline, Report, ReportKind
+
+if TYPE_CHECKING:
+    from edge.evidence import Evidence
 
 log = logging.getLogger(__name__)
 #: Consecutive failed frames after which the source is closed and opened again (a camera sending
@@ -50,6 +53,7 @@ class Command(StrEnum):
     SCAN_START = "scan/start"
     SCAN_STOP = "scan/stop"
     RELOAD = "reload"
+    SNAPSHOT = "snapshot"
 
 
 class State(StrEnum):
@@ -93,10 +97,14 @@ class Agent:
         # this thread, so they must be cheap (keep references, never encode); closed at shutdown.
         self.frame_taps: list[Callable[[np.ndarray, float], None]] = []
         self.closers: list[Callable[[], None]] = []
+        # Evidence images of doubtful facings and snapshots (edge.evidence; set by edge.agent_setup when enabled).
+        self.evidence: Evidence | None = None
+        self._last_frame: tuple[np.ndarray, int] | None = None  # the latest processed frame, for cmd/snapshot
         self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
             Command.SCAN_START: self._cmd_scan_start,
             Command.SCAN_STOP: lambda _body: self.stop_scan(ScanEnd.STOPPED),
             Command.RELOAD: lambda _body: self.reload("cmd/reload"),
+            Command.SNAPSHOT: self._cmd_snapshot,
         }
         self._handlers: dict[AgentEvent, Callable[[Any], None]] = {
             AgentEvent.ONLINE: self._online,
@@ -196,6 +204,23 @@ class Agent:
             return
         self.start_scan(scan_id[:200], location[:200])
 
+    def _cmd_snapshot(self, body: dict[str, Any]) -> None:
+        """The current frame kept as evidence; an optional string ``request_id`` comes back in the message."""
+        if self.evidence is None:
+            self.error("cmd/snapshot: evidence is disabled (evidence.enabled)", command=Command.SNAPSHOT)
+            return
+        if self._last_frame is None:
+            self.error("cmd/snapshot: no frame processed yet", command=Command.SNAPSHOT)
+            return
+        request = body.get("request_id")
+        doc = self.evidence.snapshot(*self._last_frame)
+        if doc is None:
+            self.error("cmd/snapshot: evidence not written (see the agent's log)", command=Command.SNAPSHOT)
+            return
+        scan: dict[str, Any] = self._scan_fields() if self.scan is not None else {"scan_id": None, "location": ""}
+        extra: dict[str, Any] = {"request_id": request[:200]} if isinstance(request, str) else {}
+        self.publish(MessageKind.EVIDENCE, qos=max(self.cfg.mqtt.qos, 1), **scan, **doc, **extra)
+
     def _pose(self, payload: bytes) -> None:
         """The robot's odometry (retained): ``x_m`` along the aisle, optional ``y_m``, ``aisle``, ``heading``."""
         try:
@@ -236,7 +261,18 @@ class Agent:
             return
         for r in reports:
             self.publish(MessageKind(r.kind), **self._scan_fields(), **r.body)
+            if r.kind == ReportKind.FACING:
+                self._facing_evidence(r.body)
         self._publish_counts(final=False)
+
+    def _facing_evidence(self, facing: dict[str, Any]) -> None:
+        """An ``evidence`` message (after its facing, same durable path) when the facing is unknown or weak."""
+        crops = getattr(self.pipeline, "crops", None)
+        if self.evidence is None or crops is None:
+            return
+        doc = self.evidence.for_facing(facing, crops.take)
+        if doc is not None:
+            self.publish(MessageKind.EVIDENCE, qos=max(self.cfg.mqtt.qos, 1), **self._scan_fields(), **doc)
 
     def _publish_counts(self, final: bool, reason: ScanEnd | None = None) -> None:
         assert self.scan is not None
@@ -349,6 +385,8 @@ class Agent:
             self._last_classification = ts
             best = [{"label": p.label, "score": round(p.score, 4)} for p in top_k(self.cfg.inference.top_k)]
             self.publish(MessageKind.CLASSIFICATION, qos=0, frame_ts=rfc3339(ts), top_k=best)
+        if self.evidence is not None:
+            self._last_frame = (image, self.frames_done)  # a reference only: cmd/snapshot encodes it, not the loop
         self.frames_done += 1
         for tap in self.frame_taps:
             tap(image, ts)
@@ -363,13 +401,15 @@ class Agent:
 
     def publish_stats(self) -> None:
         uptime = time.time() - self.started
+        evidence: dict[str, Any] = {"evidence": self.evidence.stats()} if self.evidence is not None else {}
         self.publish(MessageKind.STATS, qos=0, fps=round(self.windowed_fps(), 2),
                      latency_ms=self.pipeline.clock.percentiles_ms(50, 95), frames=self.frames_done,
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
                      mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
                      frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(), storage=self.storage(),
-                     **getattr(self.pipeline, "stats", dict)())  # fmt: skip
+                     **getattr(self.pipeline, "stats", dict)(),
+                     **evidence)  # fmt: skip
         if self.console is not None:
             self.console.write(self.status_line() + "\n")
             self.console.flush()

@@ -115,5 +115,11 @@ def build_agent(cfg: AgentConfig) -> Agent:
     capture = CaptureThread(make_source(cfg.source), queue_event(AgentEvent.SOURCE), cfg.source.fps,
                             (first, longest), cfg.source.stall_timeout_s)  # fmt: skip
     agent = Agent(cfg, pipeline, capture, outbox, link, bundles, events)
+    if cfg.evidence.enabled:
+        from edge.evidence import Evidence
+
+        agent.evidence = Evidence(cfg.evidence, state / "evidence")
+        if hasattr(pipeline, "crops"):  # detect_classify: per-track crops for doubtful facings
+            pipeline.crops = agent.evidence.keeper
     attach_monitoring(agent, cfg)  # metrics and live page, when enabled
     return agent

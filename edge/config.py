@@ -237,6 +237,31 @@ class LiveConfig(_Section):
         return os.environ.get(self.password_env) or None
 
 
+class EvidenceConfig(_Section):
+    """Evidence images of doubtful counts, kept on the robot for audits (docs/agent.md, "Evidence")."""
+
+    enabled: bool = Field(True,
+                          description="Keep a JPEG crop and its frame for every counted facing labelled 'unknown' "
+                          "or scored below min_score (detect_classify), and for cmd/snapshot; publish an "
+                          "'evidence' message naming the files.")  # fmt: skip
+    min_score: float = Field(0.6, ge=0, le=1,
+                             description="A counted facing whose score is below this gets evidence (unknown ones "
+                             "always do).")  # fmt: skip
+    max_files: int = Field(500, ge=2, description="Evidence files kept in state_dir/evidence; the oldest go first.")
+    max_bytes: int = Field(50 * 10**6, ge=100_000,
+                           description="Evidence bytes kept in state_dir/evidence; oldest files go first.")  # fmt: skip
+    min_free_bytes: int = Field(100 * 10**6, ge=0,
+                                description="Evidence is skipped (and counted as dropped) when its file system would "
+                                "have less than this free: it never fills the disk.")  # fmt: skip
+    crop_max_side: int = Field(160, ge=16, le=1024,
+                               description="Crops are scaled down to this longest side (pixels) when kept, so a live "
+                               "track holds a few kB.")  # fmt: skip
+    frame_max_side: int = Field(480, ge=64, le=4096,
+                                description="The frame a crop came from (and a snapshot) is scaled down to this "
+                                "longest side (pixels).")  # fmt: skip
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of evidence images.")
+
+
 class AgentConfig(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     model: ModelConfig
@@ -250,6 +275,7 @@ class AgentConfig(_Section):
     homeassistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
 
     @model_validator(mode="after")
     def _pipeline_models(self) -> AgentConfig:

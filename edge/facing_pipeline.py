@@ -22,6 +22,7 @@ import numpy as np
 from edge.config import CountingConfig, InferenceConfig
 from edge.detector import Detector
 from edge.errors import ShelfscanError
+from edge.evidence import CropKeeper
 from edge.motion import MotionTracker
 from edge.pipelines import PipelineMode, Report, ReportKind, StageClock
 from edge.runtime import Classifier
@@ -57,6 +58,9 @@ class DetectClassifyPipeline:
         self.frame_index = 0
         # the last frame's boxes (frame pixels, xyxy) and their labels: the live page draws them
         self.last_boxes: tuple[np.ndarray, list[tuple[str | None, float]]] = (np.zeros((0, 4), np.float32), [])
+        # Evidence (edge.evidence, set by the agent when enabled): each open track's best crop, so a facing
+        # reported later as unknown or weak still has the picture it was counted from.
+        self.crops: CropKeeper | None = None
         self.swap(detector=detector, classifier=classifier)
 
     def swap(self, detector: Detector | None = None, classifier: Classifier | None = None) -> None:
@@ -88,6 +92,8 @@ class DetectClassifyPipeline:
         if self.scanning:
             events = self.counter.update(self.frame_index, ts, dets, labels, offset, pose, frame_width=w)
             reports = [_report(e) for e in events]
+            if self.crops is not None:
+                self._keep_crops(frame, crops, labels, events)
         t4 = time.perf_counter()
         self.frame_index += 1
         self.facings_per_frame.append(len(dets))
@@ -109,7 +115,20 @@ class DetectClassifyPipeline:
             return None, 0.0
         return best.label, best.score  # an ignored label votes too: a track it wins is no facing (the counter)
 
+    def _keep_crops(self, frame: np.ndarray, crops: list[np.ndarray], labels: list[tuple[str | None, float]],
+                    events: list[FacingCounted | GapFound]) -> None:  # fmt: skip
+        """Offer this frame's crops per track; keep only tracks still open or reported just now (the agent takes
+        those right after this frame)."""
+        assert self.crops is not None
+        ids = self.counter.last_ids
+        self.crops.offer(self.frame_index, frame,
+                         ((tid, crops[i], labels[i][1]) for i, tid in enumerate(ids) if tid >= 0))  # fmt: skip
+        reported = {e.track_id for e in events if isinstance(e, FacingCounted)}
+        self.crops.retain(self.counter.open_track_ids | reported)
+
     def start_scan(self) -> None:
+        if self.crops is not None:
+            self.crops.clear()
         self.counter.reset()
         self.motion.reset()
         self.scanning = True

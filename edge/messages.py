@@ -31,6 +31,7 @@ class MessageKind(StrEnum):
     STATS = "stats"
     ERROR = "error"
     BENCH = "bench"
+    EVIDENCE = "evidence"
 
 
 _KINDS = frozenset(k.value for k in MessageKind)

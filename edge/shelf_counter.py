@@ -234,6 +234,7 @@ class FacingCounter:
         self.duplicates = 0  # tracks that turned out to be an already counted facing
         self.rejected = 0  # boxes whose crops voted for an ignored label: not facings
         self.ended: str | None = None
+        self.last_ids: list[int] = []  # the track id of each box of the last update (-1: untracked)
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -278,6 +279,12 @@ class FacingCounter:
     def live_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def open_track_ids(self) -> set[int]:
+        """Tracks that may still be reported as a facing (live, ended uncounted, counted unsettled): whoever keeps
+        something per track (the pipeline's evidence crops) may forget the others."""
+        return {*self._tracks, *(t.id for t in self._ghosts), *(p.tracks[0].id for p in self._unsettled)}
+
     # -- per frame --------------------------------------------------------------------------------
 
     def update(self, frame_index: int, t: float, detections: Detections, labels: Sequence[tuple[str | None, float]],
@@ -301,6 +308,7 @@ class FacingCounter:
         ox, oy = float(offset[0]), float(offset[1])
         world = detections.xyxy.astype(np.float64) + np.array([ox, oy, ox, oy])
         ids = np.asarray(self._tracker.update(world.astype(np.float32), detections.scores), np.int64)
+        self.last_ids = ids.tolist()
         if not self._rows and len(world):
             self._seed_rows(world)
         for i, tid in enumerate(ids.tolist()):

@@ -27,7 +27,7 @@ from trainer.shelf_composer import PhotoLibrary
 from trainer.shelf_video import PassSpec, render_pass
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
-FACING_DURABLE = (*DURABLE, "facing", "gap", "shelfmap")
+FACING_DURABLE = (*DURABLE, "facing", "gap", "shelfmap", "evidence")
 
 
 @pytest.fixture(scope="module")
