@@ -59,16 +59,24 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--bundle DIR`` or ``--model F --labels F`` plus preprocessing overrides for bare models."""
-    src = p.add_argument_group("model (a bundle, or a bare .tflite with labels)")
-    src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
-    src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
-    src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
+def add_model_args(p: argparse.ArgumentParser, detector: bool = False) -> None:
+    """``--bundle DIR`` or ``--model F [--labels F]``, ``--threads``, a delegate; for classifiers also the
+    preprocessing overrides for bare models (a detector adds its own, with ``resize`` stretch)."""
+    if detector:
+        src = p.add_argument_group("model (a detect bundle, or a bare detector .tflite)")
+        src.add_argument("--bundle", metavar="DIR", help="detect bundle directory")
+        src.add_argument("--model", metavar="FILE", help="bare .tflite: centernet or TFLite post-processing outputs")
+        src.add_argument("--labels", metavar="FILE", help="labels for --model class ids (optional)")
+    else:
+        src = p.add_argument_group("model (a bundle, or a bare .tflite with labels)")
+        src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
+        src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
+        src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
     src.add_argument("--threads", type=positive_int, metavar="N",
                      help="interpreter threads (default: cores, at most 4)")  # fmt: skip
     add_delegate_args(p)
-    add_preprocess_args(p)
+    if not detector:
+        add_preprocess_args(p)
 
 
 def add_delegate_args(p: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ SHELVES_SCHEMA = "shelfscan.shelves"
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli_args import add_delegate_args, add_preprocess_args, positive_int
+    from edge.cli_args import add_model_args, add_preprocess_args, positive_int
 
     p = sub.add_parser(
         "detect",
@@ -40,13 +40,7 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (a folder with shelves.json "
                    "is a composed set: its listed images are detected and scored)")  # fmt: skip
-    src = p.add_argument_group("model (a detect bundle, or a bare detector .tflite)")
-    src.add_argument("--bundle", metavar="DIR", help="detect bundle directory")
-    src.add_argument("--model", metavar="FILE", help="bare .tflite: centernet or TFLite post-processing outputs")
-    src.add_argument("--labels", metavar="FILE", help="labels for --model class ids (optional)")
-    src.add_argument("--threads", type=positive_int, metavar="N",
-                     help="interpreter threads (default: cores, at most 4)")  # fmt: skip
-    add_delegate_args(p)
+    add_model_args(p, detector=True)
     dec = p.add_argument_group("decoding (default: the bundle's manifest)")
     dec.add_argument("--score-threshold", type=float, metavar="T", help="drop boxes scoring below T")
     dec.add_argument("--nms-iou", type=float, metavar="IOU", help="centernet: suppress overlaps above this IoU")
