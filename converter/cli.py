@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="shelfscan-train run directory (model.keras, labels.txt, ...)")
     p.add_argument("--out", help="directory for the bundles and comparison.{md,json}")
     p.add_argument("--variants", default="fp32,fp16,dynamic,int8",
-                   help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw,int8-pt")  # fmt: skip
+                   help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw")  # fmt: skip
     p.add_argument("--io", choices=["uint8", "int8", "float32"], default="uint8", help="int8 variant input/output type")
     p.add_argument("--calibration", help="images for int8 calibration (default: the run's training images; "
                    "detectors: shelves composed from them)")  # fmt: skip

@@ -49,14 +49,6 @@ def _int8(c: Any, tf: Any, data: Representative | None, io: str) -> None:
     c.inference_output_type = getattr(tf, io)
 
 
-def _int8_per_tensor(c: Any, tf: Any, data: Representative | None, io: str) -> None:
-    _int8(c, tf, data, io)
-    # One scale per weight tensor instead of one per output channel: each channel costs a float32
-    # scale and an int64 zero point in the file (about 12 % of a MobileNetV2), at some risk to
-    # accuracy on depthwise convolutions, which the accuracy gate measures.
-    c._experimental_disable_per_channel = True
-
-
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -71,7 +63,6 @@ VARIANTS: dict[str, Variant] = {
             _int8,
             per_tensor_pointwise,
         ),
-        Variant("int8-pt", "int8 as above with per-tensor weight scales: smaller file", True, _int8_per_tensor),
     )
 }
 
