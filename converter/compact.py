@@ -44,7 +44,7 @@ def _sharing_builder(size: int) -> Any:
                 self.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
                 self.head = self.head - len(payload)
                 self.Bytes[self.head : self.head + len(payload)] = payload
-                return self.EndVector(len(payload))
+                return self.EndVector()
             return super().CreateNumpyVector(x)
 
     return SharingBuilder(size)
