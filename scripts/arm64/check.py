@@ -60,7 +60,7 @@ OPENCV_INEXACT = (":area:",)
 TEST_FILES = [
     "test_adapters.py", "test_bundle.py", "test_detector.py", "test_facing_counter.py", "test_facing_pipeline.py",
     "test_motion.py", "test_outbox.py", "test_picamera2.py", "test_preprocess.py", "test_shelfmap_cli.py",
-    "test_docs.py",
+    "test_docs.py", "test_evidence.py", "test_capture_stall.py", "test_logsetup.py", "test_config_example.py",
 ]  # fmt: skip
 # ARM64_TESTS=all adds the tests that start the agent CLI in subprocesses (each emulated start-up and model
 # load costs seconds; classify and run are compared / smoke-run by the steps above anyway). Note: test_agent's
