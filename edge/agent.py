@@ -15,7 +15,6 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -24,6 +23,7 @@ import numpy as np
 from edge.compat import StrEnum
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
+from edge.frame_rate import FrameRate
 from edge.messages import MessageKind, Topics, envelope, rfc3339
 from edge.pipelines import FramePipeline, Report, ReportKind
 
@@ -90,8 +90,7 @@ class Agent:
         self._last_classification = 0.0
         self._failed_in_a_row = 0  # frames whose processing failed since the last good one
         self.console: TextIO | None = None  # a terminal for status lines (`run` in the foreground)
-        self._frame_times: deque[float] = deque(maxlen=2048)  # when recent frames were done (windowed fps)
-        self.started_monotonic = time.monotonic()
+        self.frame_rate = FrameRate()  # stats.fps and the terminal line: the last 10 s
         self._storage_state = "ok"  # the outbox's storage state last published in status
         # Optional onlookers (edge.monitoring: metrics, live page): called after every processed frame on
         # this thread, so they must be cheap (keep references, never encode); closed at shutdown.
@@ -355,7 +354,7 @@ class Agent:
                 continue
             last_frame = time.monotonic()
             self.process(frame.image, frame.ts)
-            self._frame_times.append(time.monotonic())
+            self.frame_rate.tick()
         notify("STOPPING=1")
         if watchdog:
             watchdog.stop()
@@ -391,18 +390,10 @@ class Agent:
         for tap in self.frame_taps:
             tap(image, ts)
 
-    def windowed_fps(self, window_s: float = 10.0) -> float:
-        """Frames per second over the last ``window_s`` seconds: an average since start hides a stall."""
-        now = time.monotonic()
-        recent = [t for t in self._frame_times if now - t <= window_s]
-        if not recent:
-            return 0.0
-        return len(recent) / max(min(window_s, now - self.started_monotonic), 1e-9)
-
     def publish_stats(self) -> None:
         uptime = time.time() - self.started
         evidence: dict[str, Any] = {"evidence": self.evidence.stats()} if self.evidence is not None else {}
-        self.publish(MessageKind.STATS, qos=0, fps=round(self.windowed_fps(), 2),
+        self.publish(MessageKind.STATS, qos=0, fps=round(self.frame_rate.fps(), 2),
                      latency_ms=self.pipeline.clock.percentiles_ms(50, 95), frames=self.frames_done,
                      dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
                      outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
@@ -420,7 +411,7 @@ class Agent:
         top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:4]) or "-"
         more = f" (+{len(counts) - 4})" if len(counts) > 4 else ""
         scan = self.scan["scan_id"] if self.scan else "-"
-        return (f"{time.strftime('%H:%M:%S')}  {self.capture.state}  {self.windowed_fps():.1f} fps  "
+        return (f"{time.strftime('%H:%M:%S')}  {self.capture.state}  {self.frame_rate.fps():.1f} fps  "
                 f"{self.frames_done} frames  mqtt {'up' if self.link.connected.is_set() else 'DOWN'}  "
                 f"outbox {self.outbox.depth()}  scan {scan}: {top}{more}")  # fmt: skip
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from edge.frame_rate import FrameRate
 
 if TYPE_CHECKING:
     from edge.agent import Agent
@@ -67,21 +68,20 @@ class LiveState:
         self.agent = agent
         self.snapshot_interval_s, self.watch_s, self.fps_window_s = snapshot_interval_s, watch_s, fps_window_s
         self.clock = clock
-        self._frame_times: deque[float] = deque(maxlen=2048)
+        self._rate = FrameRate(fps_window_s, clock)
         self._watched_until = 0.0
         self._last_snapshot = -1e9
         self._last_shelfmap = -1e9
         self._failures = 0
         self.frame: LiveFrame | None = None
         self.snapshot = Snapshot()
-        self.started = clock()
 
     # -- the inference thread -------------------------------------------------------------------
     def frame_done(self, image: np.ndarray, ts: float) -> None:
         """After each processed frame. Never raises: an onlooker must not stop the frame loop."""
         try:
             now = self.clock()
-            self._frame_times.append(now)
+            self._rate.tick()
             if now < self._watched_until:
                 self.frame = LiveFrame(image, ts, self.agent.frames_done, *self._overlay())
             if now - self._last_snapshot >= self.snapshot_interval_s:
@@ -140,8 +140,4 @@ class LiveState:
 
     def fps(self) -> float:
         """Frames per second over the last ``fps_window_s`` (0 when no frame came in that time)."""
-        now = self.clock()
-        times = [t for t in tuple(self._frame_times) if now - t <= self.fps_window_s]
-        if len(times) < 2:
-            return 0.0
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+        return self._rate.fps()

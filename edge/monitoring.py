@@ -31,10 +31,12 @@ def check_monitoring(cfg: AgentConfig) -> None:
 
 
 def attach_monitoring(agent: Agent, cfg: AgentConfig) -> LiveState | None:
-    """Start the enabled servers for ``agent``; their frame taps and closers are added to it."""
+    """Start the enabled servers for ``agent``; their frame taps and closers are added to it.
+
+    ``check_monitoring(cfg)`` has run already (``build_agent`` calls it before anything starts).
+    """
     if not (cfg.metrics.enabled or cfg.live.enabled):
         return None
-    check_monitoring(cfg)
     state = LiveState(agent)
     state.refresh()
     agent.frame_taps.append(state.frame_done)
