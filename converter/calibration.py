@@ -22,14 +22,19 @@ log = logging.getLogger(__name__)
 MIN_RECOMMENDED = 100
 
 
-def pick_images(folder: str | Path, count: int, seed: int = 0) -> list[Path]:
-    """Up to ``count`` images from ``folder`` (recursively), a seeded random subset across classes."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ShelfscanError(f"{folder}: calibration folder not found")
-    images = list_images(folder)
-    if not images:
-        raise ShelfscanError(f"{folder}: calibration folder holds no images")
+def pick_images(source: str | Path | list[Path], count: int, seed: int = 0) -> list[Path]:
+    """Up to ``count`` images from a folder (recursively) or a list, a seeded random subset across classes."""
+    if isinstance(source, list):
+        images = source
+        if not images:
+            raise ShelfscanError("no calibration images: the run's train split is empty")
+    else:
+        folder = Path(source)
+        if not folder.is_dir():
+            raise ShelfscanError(f"{folder}: calibration folder not found")
+        images = list_images(folder)
+        if not images:
+            raise ShelfscanError(f"{folder}: calibration folder holds no images")
     if len(images) > count:
         idx = np.random.default_rng(seed).choice(len(images), count, replace=False)
         images = [images[i] for i in sorted(idx)]

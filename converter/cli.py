@@ -10,11 +10,14 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
 from edge.errors import ShelfscanError
 from edge.logsetup import add_verbosity_help, configure_logging, pop_verbosity
+
+if TYPE_CHECKING:
+    from converter.held_out import EvalImages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,10 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", default="fp32,fp16,dynamic,int8",
                    help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw")  # fmt: skip
     p.add_argument("--io", choices=["uint8", "int8", "float32"], default="uint8", help="int8 variant input/output type")
-    p.add_argument("--calibration", help="images for int8 calibration (default: the run's training images; "
+    p.add_argument("--calibration", help="images for int8 calibration (default: the run's train split; "
                    "detectors: shelves composed from them)")  # fmt: skip
     p.add_argument("--calibration-count", type=int, default=300)
-    p.add_argument("--eval", help="folder-per-class images to evaluate every variant on (e.g. the val split); "
+    p.add_argument("--eval", help="what every variant is evaluated and gated on: 'test' or 'val' (the run's split), "
+                   "or a folder-per-class tree; default: the run's test split, else its val split (with a warning); "
                    "detectors: a composed set with shelves.json")  # fmt: skip
     p.add_argument("--max-drop", type=float, default=1.0,
                    help="allowed drop in points vs Keras: top-1, or AP50 for detectors (default 1.0)")  # fmt: skip
@@ -45,29 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_calibration(run: Any) -> Path | None:
-    data = run.config.get("data")
-    if not data:
-        return None
-    root = Path(data)
-    return root / "train" if (root / "train").is_dir() else root
-
-
-def keras_reference(run: Any, eval_dir: Path) -> tuple[dict[str, int], dict[str, float]]:
-    """Keras predictions on the eval tree (same files, same order as the edge evaluation)."""
+def keras_reference(run: Any, evals: EvalImages) -> tuple[dict[str, int], dict[str, float]]:
+    """Keras predictions on the eval images (same files, same order as the edge evaluation)."""
     import numpy as np
 
     from converter.calibration import load_eval_arrays
     from edge.evaluate import match_classes
-    from edge.images import list_images
-
-    folders = sorted(d.name for d in eval_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-    mapping = match_classes(folders, run.labels)
-    paths = [p for f in folders for p in list_images(eval_dir / f)]
-    truth = np.array([mapping.get(p.parent.name, -1) for p in paths])
-    probs = run.model.predict(load_eval_arrays(paths, run.spec), batch_size=32, verbose=0)
     from trainer.metrics import top_k_accuracy
 
+    mapping = match_classes(sorted({f for _, f in evals.items}), run.labels)
+    paths = [p for p, _ in evals.items]
+    truth = np.array([mapping.get(f, -1) for _, f in evals.items])
+    probs = run.model.predict(load_eval_arrays(paths, run.spec), batch_size=32, verbose=0)
     keras_top1 = {str(p): int(i) for p, i in zip(paths, probs.argmax(axis=1), strict=True)}
     summary = {"top1": top_k_accuracy(probs, truth, 1), "top5": top_k_accuracy(probs, truth, 5)}
     return keras_top1, summary
@@ -77,6 +70,7 @@ def convert(args: argparse.Namespace) -> int:
     from converter import detect
     from converter.calibration import pick_images, representative_dataset
     from converter.compare import evaluate_variant, gate, markdown_table
+    from converter.held_out import calibration_images, eval_images
     from converter.source import load_run
     from converter.variants import export, parse_variants
     from edge.bundle import write_bundle
@@ -96,16 +90,15 @@ def convert(args: argparse.Namespace) -> int:
             folder = Path(args.calibration) if args.calibration else None
             data = detect.representative(detect.calibration_frames(run, folder, args.calibration_count), run.spec)
         else:
-            calib = Path(args.calibration) if args.calibration else default_calibration(run)
-            if calib is None:
-                raise ShelfscanError("int8 needs calibration images: pass --calibration DIR")
+            calib = Path(args.calibration) if args.calibration else calibration_images(run)
             data = representative_dataset(pick_images(calib, args.calibration_count), run.spec)
     eval_dir = Path(args.eval) if args.eval else None
     eval_set = detect.read_eval_set(eval_dir) if detector and eval_dir else None
+    evals = None if detector else eval_images(run, args.eval)
     if detector:
         keras_top1, keras = {}, (detect.keras_reference(run, eval_set) if eval_set else None)
     else:
-        keras_top1, keras = keras_reference(run, eval_dir) if eval_dir else ({}, None)
+        keras_top1, keras = keras_reference(run, evals) if evals else ({}, None)
     rows: dict[str, dict[str, Any]] = {}
     training = {
         k: run.config.get(k) for k in ("task", "backbone", "weights", "weights_id", "input_size", "seed", "data")
@@ -121,7 +114,7 @@ def convert(args: argparse.Namespace) -> int:
         if detector:
             evaluation = detect.evaluate_detector_variant(dest, eval_set, args.bench_runs)
         else:
-            evaluation = evaluate_variant(dest, eval_dir, keras_top1, args.bench_runs)
+            evaluation = evaluate_variant(dest, evals.items if evals else None, keras_top1, args.bench_runs)
         rows[v.name] = {"export_s": round(seconds, 1), **evaluation}
         prov["metrics"] |= {"edge_eval": rows[v.name], "keras_eval": keras}
         write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
@@ -137,8 +130,12 @@ def convert(args: argparse.Namespace) -> int:
         table = markdown_table(rows, keras)
     doc = {"run_dir": str(run.root), "task": run.task, "converter_version": __version__, "keras": keras,
            "variants": rows, "gate_metric": metric, "max_drop_points": args.max_drop,
+           "eval_split": evals.split if evals else ("composed" if eval_set else None),
+           "eval_source": evals.source if evals else (str(eval_dir) if eval_set else None),
            "gate_failed": failed}  # fmt: skip
     (out / "comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if evals:
+        table = f"Evaluated on {evals.source}.\n\n{table}"
     (out / "comparison.md").write_text(f"# {name}: TFLite variants\n\n{table}\n")
     print(json.dumps(doc, indent=2) if args.json else table)
     if failed:

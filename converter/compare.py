@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.evaluate import evaluate_tree
+from edge.evaluate import evaluate_items
 from edge.runtime import Classifier
 
 
@@ -53,10 +53,11 @@ def runtime_row(
     }
 
 
-def evaluate_variant(bundle: Path, eval_dir: Path | None, keras_top1: dict[str, int], runs: int) -> dict[str, Any]:
+def evaluate_variant(bundle: Path, items: list[tuple[Path, str]] | None, keras_top1: dict[str, int],
+                     runs: int) -> dict[str, Any]:  # fmt: skip
     clf, row = runtime_row(bundle, runs)
-    if eval_dir is not None:
-        ev, results = evaluate_tree(clf, eval_dir, k=5)
+    if items is not None:
+        ev, results = evaluate_items(clf, items, k=5)
         agree = [r.predictions[0].index == keras_top1[r.path] for r in results if not r.error and r.path in keras_top1]
         row |= {"top1": round(ev.top1, 4), "top5": round(ev.top5, 4), "images": ev.total,
                 "agreement": round(float(np.mean(agree)), 4) if agree else None}  # fmt: skip

@@ -134,12 +134,17 @@ def match_classes(folders: list[str], labels: list[str]) -> dict[str, int]:
 def evaluate_tree(clf: Classifier, root: Path, k: int = 5) -> tuple[Evaluation, list[ImageResult]]:
     """Evaluate ``clf`` on ``root/<class>/<image>``."""
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return evaluate_items(clf, [(p, f) for f in folders for p in list_images(root / f)], k)
+
+
+def evaluate_items(clf: Classifier, items: list[tuple[Path, str]], k: int = 5) -> tuple[Evaluation, list[ImageResult]]:
+    """Evaluate ``clf`` on ``(image, class name)`` pairs (a folder tree, or a split the trainer held out)."""
+    folders = sorted({f for _, f in items})
     mapping = match_classes(folders, clf.labels)
     index_of = {label_idx: row for row, label_idx in enumerate(mapping[f] for f in folders if f in mapping)}
     classes = [f for f in folders if f in mapping] + [f for f in folders if f not in mapping]
     row_of = {f: i for i, f in enumerate(classes)}
     ev = Evaluation(classes, np.zeros((len(classes), len(classes) + 1), np.int64))
-    items = [(p, f) for f in folders for p in list_images(root / f)]
     results = []
     for (_, folder), result in zip(
         items, classify_paths(clf, [p for p, _ in items], max(k, 5), "evaluate"), strict=True

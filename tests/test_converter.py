@@ -61,6 +61,28 @@ def test_every_variant_converts_loads_and_is_compared(trained, capsys):
     assert (out / "comparison.md").read_text().count("| run") == 0 and "| int8 |" in (out / "comparison.md").read_text()
 
 
+def test_default_gate_is_the_runs_held_out_test_split(trained, tmp_path):
+    """No --eval: the variants are judged on the test split the trainer held out, and int8 is calibrated on
+    train images only, so nothing that shaped the model or its ranges judges it."""
+    from converter.held_out import calibration_images, eval_images, run_splits
+    from converter.source import load_run
+
+    run = load_run(trained["run"])
+    splits = run_splits(run)
+    evals = eval_images(run, None)
+    assert evals is not None and evals.split == "test" and evals.items == splits["test"] and evals.items
+    calib = set(calibration_images(run))
+    assert calib == {p for p, _ in splits["train"]}
+    assert not calib & {p for p, _ in splits["test"] + splits["val"]}
+    assert eval_images(run, "val").items == splits["val"]
+    out = tmp_path / "b"
+    assert convert([str(trained["run"]), "--out", str(out), "--variants", "int8", "--calibration-count", "40",
+                    "--max-drop", "100", "--bench-runs", "2"]) == 0  # fmt: skip
+    doc = json.loads((out / "comparison.json").read_text())
+    assert doc["eval_split"] == "test" and doc["variants"]["int8"]["images"] == len(splits["test"])
+    assert "the run's test split" in (out / "comparison.md").read_text()
+
+
 def test_gate_rule():
     rows = {"fp32": {"top1": 0.90}, "int8": {"top1": 0.895}, "bad": {"top1": 0.80}}
     assert gate(rows, 0.90, 1.0) == ["bad"]  # 10 points over; int8 lost 0.5

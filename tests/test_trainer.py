@@ -75,6 +75,25 @@ def test_train_dirs_and_csv_layouts(tmp_path):
     assert ds.classes == sorted(COLORS) and sum(len(v) for v in ds.splits.values()) == 24
 
 
+def test_train_and_val_dirs_get_a_hash_held_out_test_split(tmp_path):
+    """Freiburg ships train/ and val/ only: the test split comes from both, by the file-name hash alone."""
+    make_dataset(tmp_path / "tv" / "train", per_class=30)
+    make_dataset(tmp_path / "tv" / "val", per_class=10, seed=3)
+    for f in (tmp_path / "tv" / "val").rglob("*.png"):
+        f.rename(f.with_name(f"v{f.name}"))  # names unlike train's, as in a real dataset
+    everything = {str(p) for p in (tmp_path / "tv").rglob("*.png")}
+    ds = load_dataset(tmp_path / "tv", test_pct=25, verify=False)
+    where = {str(s.path): split for split, ss in ds.splits.items() for s in ss}
+    assert set(where) == everything and sum(len(v) for v in ds.splits.values()) == len(everything) == 120
+    test = [Path(p) for p, split in where.items() if split == "test"]
+    assert {p.parent.parent.name for p in test} == {"train", "val"}  # taken from both
+    assert all((hash_split(Path(p).name, 0, 25) == "test") == (split == "test") for p, split in where.items())
+    assert 15 <= len(test) <= 45  # about a quarter of 120
+    assert all(where[p] == Path(p).parent.parent.name for p in where if where[p] != "test")  # the rest stay put
+    assert {k: len(v) for k, v in load_dataset(tmp_path / "tv", test_pct=0, verify=False).splits.items()} == {
+        "train": 90, "val": 30}  # fmt: skip
+
+
 def test_class_balancing():
     labels = np.array([0] * 90 + [1] * 10)
     w = class_weights(labels, 2)

@@ -64,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-pct", type=float, default=run["val_pct"], help="validation share when DATA has no val/ (hash split)"
     )
-    p.add_argument(
-        "--test-pct", type=float, default=run["test_pct"], help="test share when DATA has no val/ (hash split)"
-    )
+    p.add_argument("--test-pct", type=float, default=run["test_pct"],
+                   help="test share held out by file-name hash when DATA has no test/ (from train/ + val/, or the "
+                   "one folder); no early stopping, selection or calibration sees it; 0 for none")  # fmt: skip
     p.add_argument(
         "--augment-views", type=int, default=aug["views"], metavar="K", help="cached augmented views per image"
     )

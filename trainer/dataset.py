@@ -1,5 +1,8 @@
 """Dataset ingest: folder-per-class trees, one folder split by file-name hash, or a CSV.
 
+A tree with ``train/`` and ``val/`` but no ``test/`` gets its test split by the same hash rule,
+taken from both (``test_pct``), so every dataset has images that nothing was tuned on.
+
 Every image is opened once with the edge decoder; unreadable files are reported with path and
 reason and skipped. The split of a single folder depends only on each file's name (as in
 retrain.py), so adding images never moves existing ones between train, val and test.
@@ -108,6 +111,8 @@ def load_dataset(
         raw = {s: {d.name: list_images(d) for d in _class_dirs(root / s)} for s in SPLITS if (root / s).is_dir()}
         if "val" not in raw:
             raw = _split_by_hash(raw["train"], val_pct, test_pct)
+        elif "test" not in raw and test_pct > 0:
+            raw = _hold_out_test(raw, test_pct)
     else:
         raw = _split_by_hash({d.name: list_images(d) for d in _class_dirs(root)}, val_pct, test_pct)
     classes = sorted({c for per_class in raw.values() for c in per_class})
@@ -138,6 +143,22 @@ def _split_by_hash(
     for cls, paths in per_class.items():
         for p in paths:
             out[hash_split(p.name, val_pct, test_pct)].setdefault(cls, []).append(p)
+    return {s: v for s, v in out.items() if v}
+
+
+def _hold_out_test(raw: dict[str, dict[str, list[Path]]], test_pct: float) -> dict[str, dict[str, list[Path]]]:
+    """``train/`` + ``val/`` without ``test/``: ``test_pct`` of both, by file-name hash, become the test split.
+
+    The test split is what no early stopping, model selection or int8 calibration may see; a
+    dataset that ships only train and val (Freiburg) would otherwise have none. The hash rule is
+    the single-folder one, so the same files are held out on every run and machine.
+    """
+    out: dict[str, dict[str, list[Path]]] = {s: {} for s in SPLITS}
+    for split, per_class in raw.items():
+        for cls, paths in per_class.items():
+            for p in paths:
+                dest = "test" if hash_split(p.name, 0.0, test_pct) == "test" else split
+                out[dest].setdefault(cls, []).append(p)
     return {s: v for s, v in out.items() if v}
 
 
