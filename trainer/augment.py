@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-
 # Raise with every change to shelf_camera(). Two tried and dropped, measured on six Freiburg val shelf passes
 # (172 facing runs, crops at the true boxes, int8 head): this view 48.0 % of crops right; with a JPEG round trip
 # and stronger blur 43.2 %; with identical neighbours and box jitter as well 47.3 %.
