@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="shelfscan-convert",
         description="Convert a shelfscan-train run to TFLite bundles, evaluate each through the edge runtime, "
-        "and fail when a variant loses more than --max-drop top-1 (detectors: AP50) points against the Keras model.",
+        "and fail when a variant loses more than --max-drop top-1 (detectors: AP50) points against the Keras model. "
+        "'shelfscan-convert publish BUNDLE ...' rolls a signed bundle out to devices over MQTT (see publish -h).",
     )
     p.add_argument("run_dir", nargs="?", help="shelfscan-train run directory (model.keras, labels.txt, ...)")
     p.add_argument("--out", help="directory for the bundles and comparison.{md,json}")
@@ -146,7 +147,12 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["publish"]:  # shelfscan-convert publish BUNDLE ...: a rollout (converter/publish_cli.py)
+        from converter.publish_cli import main as publish_main
+
+        return publish_main(argv[1:])
+    verbosity, rest = pop_verbosity(argv)
     args = build_parser().parse_args(rest)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     configure_logging(verbosity, logging.INFO, "%(levelname)s %(message)s")

@@ -29,6 +29,7 @@ from edge.pipelines import FramePipeline, Report, ReportKind
 
 if TYPE_CHECKING:
     from edge.evidence import Evidence
+    from edge.rollout import Rollout
 
 log = logging.getLogger(__name__)
 #: Consecutive failed frames after which the source is closed and opened again (a camera sending
@@ -45,6 +46,8 @@ class AgentEvent(StrEnum):
     RELOAD = "reload"  # reason
     ANNOUNCE = "announce"  # Home Assistant came online
     POSE = "pose"  # the robot's retained pose message: payload
+    DESIRED = "desired"  # a desired-model message (edge.rollout): (topic, payload)
+    ARCHIVE = "archive"  # a rollout's bundle archive arrived: (topic, payload)
 
 
 class Command(StrEnum):
@@ -99,6 +102,8 @@ class Agent:
         # Evidence images of doubtful facings and snapshots (edge.evidence; set by edge.agent_setup when enabled).
         self.evidence: Evidence | None = None
         self._last_frame: tuple[np.ndarray, int] | None = None  # the latest processed frame, for cmd/snapshot
+        # Model rollout over MQTT (edge.rollout; set by edge.agent_setup when model.trusted_keys is set).
+        self.rollout: Rollout | None = None
         self._commands: dict[str, Callable[[dict[str, Any]], None]] = {
             Command.SCAN_START: self._cmd_scan_start,
             Command.SCAN_STOP: lambda _body: self.stop_scan(ScanEnd.STOPPED),
@@ -112,6 +117,8 @@ class Agent:
             AgentEvent.COMMAND: lambda arg: self._command(*arg),
             AgentEvent.RELOAD: self.reload,
             AgentEvent.POSE: self._pose,
+            AgentEvent.DESIRED: lambda arg: self._rollout_step(lambda r: r.on_desired(*arg)),
+            AgentEvent.ARCHIVE: lambda arg: self._rollout_step(lambda r: r.on_archive(*arg)),
         }
 
     def _online(self, _arg: Any) -> None:
@@ -144,6 +151,8 @@ class Agent:
         models, storage = self.pipeline.models(), self.storage()
         self._storage_state = storage["state"]
         detector: dict[str, Any] = {"detector": models["detector"]} if "detector" in models else {}
+        if self.rollout is not None:
+            extra.setdefault("rollout", self.rollout.summary())
         self.publish(MessageKind.STATUS, retain=True, state=State.ONLINE, source=self.capture.state,
                      pipeline=self.pipeline.mode, **detector, storage=storage, **extra)  # fmt: skip
 
@@ -219,6 +228,19 @@ class Agent:
         scan: dict[str, Any] = self._scan_fields() if self.scan is not None else {"scan_id": None, "location": ""}
         extra: dict[str, Any] = {"request_id": request[:200]} if isinstance(request, str) else {}
         self.publish(MessageKind.EVIDENCE, qos=max(self.cfg.mqtt.qos, 1), **scan, **doc, **extra)
+
+    def _rollout_step(self, step: Callable[[Rollout], None]) -> None:
+        """Run a rollout step; when it changed the running models, say so in the retained status."""
+        if self.rollout is None:
+            return
+        before = self.pipeline.models()
+        state = self.rollout.state
+        step(self.rollout)
+        if self.pipeline.models() != before:
+            self.publish_status(reloaded_from=before["classifier"])
+            self.announce()
+        elif self.rollout.state != state:
+            self.publish_status()
 
     def _pose(self, payload: bytes) -> None:
         """The robot's odometry (retained): ``x_m`` along the aisle, optional ``y_m``, ``aisle``, ``heading``."""
@@ -323,6 +345,8 @@ class Agent:
         model = self.model_id()
         notify(f"READY=1\nSTATUS=running {self.pipeline.mode} {model['name']} {model['version']}")
         self.check_storage()
+        if self.rollout is not None:
+            self.rollout.recover()
         if self.cfg.scan.auto_start:
             self.start_scan(f"auto-{int(time.time())}")
         last_stats = last_watch = last_scan = time.monotonic()
@@ -332,6 +356,8 @@ class Agent:
             self.handle_events()
             now = time.monotonic()
             self.progress = now
+            if self.rollout is not None:
+                self._rollout_step(lambda r: r.tick())
             if now - last_watch >= self.cfg.model.watch_interval_s:
                 last_watch = now
                 if self.bundles.changed():
@@ -374,6 +400,8 @@ class Agent:
                 self.error(f"frame failed ({self.frame_errors} so far): {type(exc).__name__}: {str(exc)[:200]}")
             return
         self._failed_in_a_row = 0
+        if self.rollout is not None:
+            self.rollout.observe(self.pipeline.confidence())
         self._publish_reports(reports)
         top_k = getattr(self.pipeline, "top_k", None)
         if (

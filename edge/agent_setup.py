@@ -13,6 +13,7 @@ from typing import Any
 
 from edge.agent import Agent, AgentEvent
 from edge.config import AgentConfig, CountingConfig, InferenceConfig
+from edge.errors import ShelfscanError
 from edge.messages import Topics, envelope
 from edge.monitoring import attach_monitoring, check_monitoring
 from edge.mqtt import MqttLink
@@ -50,6 +51,13 @@ class Bundles:
         self.paths: dict[str, Path] = {"classifier": cfg.model.bundle}
         if cfg.inference.pipeline == PipelineMode.DETECT_CLASSIFY.value and cfg.model.detector is not None:
             self.paths["detector"] = cfg.model.detector
+        if self.trusted and cfg.rollout.enabled:  # a rolled-out model outlives restarts (edge.rollout)
+            for role in self.paths:
+                current = Path(cfg.device.state_dir) / "bundles" / f"current-{role}"
+                if current.is_symlink() and current.exists():
+                    log.info("%s: the rolled-out bundle %s (not model config's %s)", role, current.resolve(),
+                             self.paths[role])  # fmt: skip
+                    self.paths[role] = current.resolve()
         self.fingerprints = {role: bundle_fingerprint(p) for role, p in self.paths.items()}
 
     def load(self) -> dict[str, Any]:
@@ -71,6 +79,17 @@ class Bundles:
 
     def reload_into(self, pipeline: Any) -> None:
         pipeline.swap(**self.load())
+
+    def switch(self, role: str, path: Path, pipeline: Any) -> None:
+        """Run ``path`` as ``role`` (a rollout or its rollback); on failure the old path stays and it raises."""
+        old = self.paths[role]
+        self.paths[role] = path
+        try:
+            self.reload_into(pipeline)
+        except ShelfscanError:
+            self.paths[role] = old
+            self.fingerprints = {r: bundle_fingerprint(p) for r, p in self.paths.items()}
+            raise
 
 
 def build_pipeline(models: dict[str, Any], inference: InferenceConfig, counting: CountingConfig) -> FramePipeline:
@@ -97,7 +116,7 @@ def build_agent(cfg: AgentConfig) -> Agent:
         (taken by then) instead of taking one, and carries the time of that connect."""
         return envelope("status", device, outbox.last_seq(), pipeline.models()["classifier"], state="offline")
 
-    extra = {}
+    extra: dict[str, Any] = {}
     ha = cfg.homeassistant
     if ha.enabled:
         extra[ha.status_topic] = lambda _t, payload: (
@@ -109,12 +128,31 @@ def build_agent(cfg: AgentConfig) -> Agent:
     def queue_event(kind: AgentEvent) -> Any:
         return lambda *arg: events.put((kind, arg if len(arg) > 1 else (arg[0] if arg else None)))
 
+    desired: dict[str, list[str]] = {}  # role -> where its desired model may be set (edge.rollout)
+    if cfg.rollout.enabled and bundles.trusted:
+        from edge.rollout import desired_topics
+
+        desired = {role: desired_topics(cfg.device.prefix, device, cfg.device.groups, role) for role in bundles.paths}
+        for where in desired.values():
+            extra |= dict.fromkeys(where, queue_event(AgentEvent.DESIRED))
+    elif cfg.rollout.enabled:
+        log.info("model rollouts over MQTT are ignored: model.trusted_keys is not set")
+
     link = MqttLink(cfg.mqtt, device, topics, outbox, queue_event(AgentEvent.COMMAND), queue_event(AgentEvent.ONLINE),
                     will, extra)  # fmt: skip
     first, longest = cfg.source.reopen_backoff_s  # SourceConfig: exactly two
     capture = CaptureThread(make_source(cfg.source), queue_event(AgentEvent.SOURCE), cfg.source.fps,
                             (first, longest), cfg.source.stall_timeout_s)  # fmt: skip
     agent = Agent(cfg, pipeline, capture, outbox, link, bundles, events)
+    if desired:
+        from edge.messages import MessageKind
+        from edge.rollout import Rollout
+
+        def publish_model(**body: Any) -> None:
+            agent.publish(MessageKind.MODEL, qos=max(cfg.mqtt.qos, 1), **body)
+
+        agent.rollout = Rollout(cfg.rollout, state, desired, bundles, pipeline, link, publish_model,
+                                agent.frame_rate.fps, queue_event(AgentEvent.ARCHIVE))  # fmt: skip
     if cfg.evidence.enabled:
         from edge.evidence import Evidence
 

@@ -8,6 +8,7 @@ secrets come from the environment, never from the file.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,16 @@ class DeviceConfig(_Section):
                     description="Device id: topic level and MQTT client id; default: the host name.")  # fmt: skip
     prefix: str = Field("shelfscan", description="Topic prefix: messages go to <prefix>/<device id>/...")
     state_dir: Path = Field(Path("/var/lib/shelfscan"), description="Where the outbox and sequence counter live.")
+    groups: list[str] = Field(
+        default_factory=list, description="Rollout groups this device belongs to (shelfscan-convert publish --group)."
+    )
+
+    @model_validator(mode="after")
+    def _plain_groups(self) -> DeviceConfig:
+        bad = [g for g in self.groups if not re.fullmatch(r"[A-Za-z0-9_.\-]+", g)]
+        if bad:
+            raise ValueError(f"device.groups: {bad[0]!r} is not a plain name (letters, digits, _ . -)")
+        return self
 
 
 class ModelConfig(_Section):
@@ -262,6 +273,20 @@ class EvidenceConfig(_Section):
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of evidence images.")
 
 
+class RolloutConfig(_Section):
+    enabled: bool = Field(True, description="Follow model rollouts published on the broker (shelfscan-convert "
+                          "publish). Only with model.trusted_keys set: without keys rollouts are ignored.")  # fmt: skip
+    canary_s: float = Field(60.0, gt=0, description="How long a new model is watched before it counts as active.")
+    canary_min_frames: int = Field(30, ge=1, description="Frames the canary needs before it is judged (it waits up "
+                                   "to 10 canary periods for them).")  # fmt: skip
+    fps_share: float = Field(0.7, ge=0, le=1, description="The new model must keep this share of the old frame rate.")
+    confidence_share: float = Field(0.6, ge=0, le=1, description="The new model's mean top-1 confidence must keep "
+                                    "this share of the old one's.")  # fmt: skip
+    keep: int = Field(3, ge=2, le=50, description="Unpacked bundles kept under state_dir/bundles (the running and "
+                      "the previous one always are).")  # fmt: skip
+    max_archive_mb: float = Field(64.0, gt=0, description="Largest bundle archive accepted (packed and unpacked).")
+
+
 class AgentConfig(_Section):
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     model: ModelConfig
@@ -276,6 +301,7 @@ class AgentConfig(_Section):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
     def _pipeline_models(self) -> AgentConfig:

@@ -102,6 +102,11 @@ class DetectClassifyPipeline:
             self.clock.add(stage, value)
         return reports
 
+    def confidence(self) -> float | None:
+        """The mean top-1 score of the last frame's crops (None: no facing in it), for a rollout's canary."""
+        scores = [score for label, score in self.last_boxes[1] if label is not None]
+        return sum(scores) / len(scores) if scores else None
+
     def _classify(self, crop: np.ndarray) -> tuple[str | None, float]:
         """One crop's top-1; a crop that cannot be classified casts no vote and is counted in stats."""
         try:

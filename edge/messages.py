@@ -32,6 +32,7 @@ class MessageKind(StrEnum):
     ERROR = "error"
     BENCH = "bench"
     EVIDENCE = "evidence"
+    MODEL = "model"  # a model rollout step (edge.rollout)
 
 
 _KINDS = frozenset(k.value for k in MessageKind)

@@ -134,7 +134,7 @@ class MqttLink:
             log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
         self._failures = 0
         client.subscribe(self.topics.commands, qos=1)
-        for topic in self.subscriptions:
+        for topic in list(self.subscriptions):  # the inference thread may add one meanwhile
             client.subscribe(topic, qos=1)
         self.connected.set()
         self.on_connected()
@@ -189,6 +189,16 @@ class MqttLink:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     break
             self._apply_acks()
+
+    def subscribe(self, topic: str, handler: Handler) -> None:
+        """Another exact topic, now and after every reconnect (the rollout's bundle archive)."""
+        self.subscriptions[topic] = handler
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos=1)
+
+    def unsubscribe(self, topic: str) -> None:
+        if self.subscriptions.pop(topic, None) is not None and self.connected.is_set():
+            self.client.unsubscribe(topic)
 
     def publish_now(self, topic: str, payload: bytes, retain: bool = False, qos: int = 0) -> None:
         """Not persisted (stats, classifications, discovery): dropped while disconnected."""

@@ -74,6 +74,7 @@ class FramePipeline(Protocol):
     clock: StageClock
 
     def process(self, frame: np.ndarray, ts: float, pose: dict[str, Any] | None = None) -> list[Report]: ...
+    def confidence(self) -> float | None: ...
     def start_scan(self) -> None: ...
     def end_scan(self) -> list[Report]: ...
     def counts(self) -> dict[str, Any]: ...
@@ -96,6 +97,7 @@ class ClassifyPipeline:
         self.clock = StageClock(("preprocess", "invoke", "post"))
         self.scanning = False
         self._smoothed: np.ndarray | None = None
+        self._confidence: float | None = None
 
     def process(self, frame: np.ndarray, ts: float, pose: dict[str, Any] | None = None) -> list[Report]:
         clf = self.classifier
@@ -104,7 +106,9 @@ class ClassifyPipeline:
         t1 = time.perf_counter()
         clf.run_model()
         t2 = time.perf_counter()
-        self._smoothed = smoothed = self.smoother.update(clf.output_scores())
+        scores = clf.output_scores()
+        self._confidence = float(scores.max())
+        self._smoothed = smoothed = self.smoother.update(scores)
         reports = []
         if self.scanning:
             best = int(smoothed.argmax())
@@ -115,6 +119,10 @@ class ClassifyPipeline:
         for stage, value in (("preprocess", t1 - t0), ("invoke", t2 - t1), ("post", t3 - t2), ("frame", t3 - t0)):
             self.clock.add(stage, value)
         return reports
+
+    def confidence(self) -> float | None:
+        """The last frame's top-1 score, unsmoothed (a rollout's canary compares models by it)."""
+        return self._confidence
 
     def top_k(self, k: int) -> list[Prediction]:
         """The smoothed top-``k`` of the last frame (per-frame classification messages)."""

@@ -22,7 +22,7 @@ from tests.broker import Broker
 from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config
 
 REPO = Path(__file__).resolve().parent.parent
-DURABLE = ("status", "sighting", "counts", "error")
+DURABLE = ("status", "sighting", "counts", "error", "model")
 
 
 @pytest.fixture

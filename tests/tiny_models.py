@@ -61,3 +61,15 @@ def build_tiny_models(out: Path) -> dict[str, Path]:
     labels.write_text("apple\nbanana\ncherry\n")
     paths["labels"] = labels
     return paths
+
+
+def build_uniform_model(out: Path, classes: int = 10) -> Path:
+    """A classifier that is never sure: zero weights, so every frame scores 1/``classes`` for each label
+    (a model whose confidence collapses, for the rollout's canary)."""
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = keras.layers.Dense(classes, activation="softmax", kernel_initializer="zeros")(x)
+    out.write_bytes(_convert(keras.Model(inputs, outputs), None))
+    return out
