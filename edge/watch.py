@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from edge.errors import ShelfscanError
 
-WATCHED = ("status", "counts", "stats", "sighting", "error")
+WATCHED = ("status", "counts", "stats", "sighting", "error", "model")
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Device:
     outbox_depth: int | None = None
     last_error: str | None = None
     last_outage: str | None = None
+    rollout: str | None = None  # the rollout state (status) or the last rollout step (model messages)
     last_seen: float = 0.0
 
 
@@ -123,6 +124,11 @@ class Fleet:
                 d.latency_ms = ((doc.get("latency_ms") or {}).get("frame") or {}).get("p50")
             elif kind == "error":
                 d.last_error = str(doc.get("error", ""))[:120]
+            elif kind == "model":  # a rollout step: what an operator rolling out wants to see per device
+                why = f": {str(doc['reason'])[:80]}" if doc.get("reason") else ""
+                d.rollout = f"{doc.get('version', '?')} {doc.get('step', '?')}{why}"
+            if kind == "status" and isinstance(doc.get("rollout"), dict) and doc["rollout"].get("state") != "idle":
+                d.rollout = f"{doc['rollout'].get('version', '?')} {doc['rollout'].get('state')}"
         return device_id, kind, doc
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -146,7 +152,8 @@ class Fleet:
             lines.append("  ".join(f"{c!s:<{w}}" for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
         errors = [f"  {d['device_id']}: last error: {d['last_error']}" for d in rows if d["last_error"]]
         outages = [f"  {d['device_id']}: last MQTT outage: {d['last_outage']}" for d in rows if d["last_outage"]]
-        return "\n".join(lines + errors + outages)
+        rollouts = [f"  {d['device_id']}: rollout: {d['rollout']}" for d in rows if d["rollout"]]
+        return "\n".join(lines + rollouts + errors + outages)
 
 
 def _num(v: Any) -> str:

@@ -214,3 +214,16 @@ def test_without_trusted_keys_rollouts_are_ignored(tmp_path, broker, bundle, vid
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(30) == 0
     sub.close()
+
+
+def test_watch_shows_each_devices_version_and_rollout_step():
+    from edge.watch import Fleet
+
+    fleet = Fleet("test")
+    model = {"name": "imagenet-ref", "version": "2", "sha256": "0" * 64}
+    status = {"state": "online", "model": model, "rollout": {"state": "canary", "version": "5"}}
+    fleet.update("test/robot-1/status", json.dumps(status).encode())
+    assert "robot-1: rollout: 5 canary" in fleet.table() and "imagenet-ref 2" in fleet.table()
+    step = {"step": "rolled_back", "version": "5", "model": model, "reason": "mean top-1 confidence 0.100 is below"}
+    fleet.update("test/robot-1/model", json.dumps(step).encode())
+    assert "robot-1: rollout: 5 rolled_back: mean top-1 confidence 0.100" in fleet.table()
