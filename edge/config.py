@@ -285,6 +285,8 @@ class RolloutConfig(_Section):
     keep: int = Field(3, ge=2, le=50, description="Unpacked bundles kept under state_dir/bundles (the running and "
                       "the previous one always are).")  # fmt: skip
     max_archive_mb: float = Field(64.0, gt=0, description="Largest bundle archive accepted (packed and unpacked).")
+    ca: Path | None = Field(None, description="CA certificate (PEM) for https:// archive URLs (publish --url); "
+                            "default: the system's CAs.")  # fmt: skip
 
 
 class AgentConfig(_Section):

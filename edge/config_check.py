@@ -61,18 +61,18 @@ def _source_problems(cfg: AgentConfig) -> list[str]:
 
 def _tls_problems(cfg: AgentConfig) -> list[str]:
     tls = cfg.mqtt.tls
-    if tls is None:
-        return []
+    files: dict[str, Path | None] = {"rollout.ca": cfg.rollout.ca}
+    if tls is not None:
+        files |= {f"mqtt.tls.{name}": getattr(tls, name) for name in ("ca", "cert", "key")}
     problems = []
-    for name in ("ca", "cert", "key"):
-        f: Path | None = getattr(tls, name)
+    for name, f in files.items():
         if f is None:
             continue
         if not f.is_file():
-            problems.append(f"mqtt.tls.{name}: {f}: file not found")
+            problems.append(f"{name}: {f}: file not found")
         elif not os.access(f, os.R_OK):
-            problems.append(f"mqtt.tls.{name}: {f}: not readable")
-    if (tls.cert is None) != (tls.key is None):
+            problems.append(f"{name}: {f}: not readable")
+    if tls is not None and (tls.cert is None) != (tls.key is None):
         problems.append("mqtt.tls: cert and key go together (mutual TLS needs both)")
     return problems
 

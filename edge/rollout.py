@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import ssl
 import threading
 import time
 import urllib.request
@@ -223,7 +224,8 @@ class Rollout:
         limit = int(self.cfg.max_archive_mb * 1e6)
         assert want.url is not None
         try:
-            with urllib.request.urlopen(want.url, timeout=60) as resp:  # https only (Desired.parse)
+            context = ssl.create_default_context(cafile=str(self.cfg.ca) if self.cfg.ca else None)
+            with urllib.request.urlopen(want.url, timeout=60, context=context) as resp:  # https only (Desired.parse)
                 data = resp.read(limit + 1)
         except OSError as exc:
             data = f"download failed: {exc}".encode()[:300]

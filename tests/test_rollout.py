@@ -227,3 +227,46 @@ def test_watch_shows_each_devices_version_and_rollout_step():
     step = {"step": "rolled_back", "version": "5", "model": model, "reason": "mean top-1 confidence 0.100 is below"}
     fleet.update("test/robot-1/model", json.dumps(step).encode())
     assert "robot-1: rollout: 5 rolled_back: mean top-1 confidence 0.100" in fleet.table()
+
+
+def test_rollout_from_an_https_url(tmp_path, broker, reference, video):
+    """A large model from a web server instead of the broker: fetched over TLS (the configured CA), verified the
+    same way; a URL whose server answers with other bytes is refused."""
+    import http.server
+    import ssl
+    import threading
+
+    from tests.test_tls_acl import make_pki
+
+    pki = make_pki(tmp_path)
+    key, pub = generate_key(tmp_path / "fleet.pem")
+    v1, v2 = release(reference, tmp_path, "1", key), release(reference, tmp_path, "2", key)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "evil.tar.gz").write_bytes(b"not the archive")
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(site), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["broker.crt"], pki["broker.key"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    rollout = {"canary_s": 1.0, "canary_min_frames": 3, "fps_share": 0.2, "ca": str(pki["ca"])}
+    cfg = agent_config(tmp_path, broker.port, v1, looping(video), model={"trusted_keys": [str(pub)]}, rollout=rollout)
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    agent = start_agent(cfg, log)
+    try:
+        assert sub.wait_for(lambda s: len(s.of("sighting")) >= 1, 60), log.read_text()[-2000:]
+        publish(broker.port, v2, "--device", "robot-1", "--url", f"{base}/v2.tar.gz", "--archive",
+                str(site / "v2.tar.gz"))  # fmt: skip
+        assert sub.wait_for(lambda s: "active" in steps(s, "2"), 60), log.read_text()[-3000:]
+        assert sub.wait_for(lambda s: running(s) == "2", 10)
+        v3 = release(reference, tmp_path, "3", key)
+        publish(broker.port, v3, "--device", "robot-1", "--url", f"{base}/evil.tar.gz")
+        assert sub.wait_for(lambda s: "refused" in steps(s, "3"), 30), log.read_text()[-3000:]
+        assert "sha256 mismatch" in reason(sub, "3")
+    finally:
+        server.shutdown()
+        stop_agent(agent, log)
+        sub.close()
