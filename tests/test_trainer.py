@@ -239,3 +239,25 @@ def test_offline_imagenet_weights_fail_fast_with_instructions(tmp_path, monkeypa
     assert rc == 2 and len(err) == 1
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in err[0]
     assert "--weights PATH" in err[0] and str(tmp_path / "keras" / "models") in err[0]
+
+
+def test_fine_tune_set_holds_each_photos_shelf_camera_view(tmp_path):
+    """With camera views on, fine-tuning sees every photo twice: clean, and as the cached camera view (view 1)."""
+    import hashlib
+
+    from edge.preprocess import Preprocessor, PreprocessSpec, read_image
+    from trainer.augment import AugmentConfig, view
+    from trainer.finetune import preprocess_all
+
+    paths = [str(p) for p in sorted(make_dataset(tmp_path / "d", per_class=1).rglob("*.png"))]
+    pre = Preprocessor(PreprocessSpec(height=32, width=32), "float32")
+    aug = AugmentConfig(views=2, camera=True)
+    both = preprocess_all(paths, pre, "t", np.float32, aug, (0, 1))
+    assert both.shape == (2 * len(paths), 32, 32, 3)
+    for i, p in enumerate(paths):
+        image = read_image(p)
+        assert np.array_equal(both[2 * i], pre.from_bgr(image)[0])
+        digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+        assert np.array_equal(both[2 * i + 1], pre.from_bgr(view(image, digest, 1, aug))[0])
+        assert not np.array_equal(both[2 * i], both[2 * i + 1])
+    assert np.array_equal(preprocess_all(paths, pre, "t"), both[0::2])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.progress import Progress
+from trainer.augment import AugmentConfig, view
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +61,26 @@ def augmentation_layers(seed: int) -> Any:
     )
 
 
-def preprocess_all(paths: list[str], pre: Any, desc: str, dtype: Any = np.float32) -> np.ndarray:
-    """Edge-preprocess images once (normalized model input); float16 halves training memory."""
+def preprocess_all(paths: list[str], pre: Any, desc: str, dtype: Any = np.float32,
+                   augment: AugmentConfig | None = None, views: tuple[int, ...] = (0,)) -> np.ndarray:  # fmt: skip
+    """Edge-preprocess images once (normalized model input); float16 halves training memory.
+
+    ``views``: which augmentation views of each image (``augment``), image-major: the fine-tune
+    set adds each photo's shelf-camera view, the same pixels its cached feature came from.
+    """
+    import hashlib
+
     from edge.preprocess import read_image
 
-    out = np.empty((len(paths), pre.spec.height, pre.spec.width, 3), dtype)
-    with Progress(len(paths), desc) as bar:
+    out = np.empty((len(paths) * len(views), pre.spec.height, pre.spec.width, 3), dtype)
+    with Progress(len(out), desc) as bar:
         for i, p in enumerate(paths):
-            out[i] = pre.from_bgr(read_image(p))[0]
-            bar.update()
+            image = read_image(p)
+            digest = hashlib.sha256(Path(p).read_bytes()).hexdigest() if views != (0,) else ""
+            for j, v in enumerate(views):
+                shown = view(image, digest, v, augment) if v and augment is not None else image
+                out[i * len(views) + j] = pre.from_bgr(shown)[0]
+                bar.update()
     return out
 
 

@@ -152,10 +152,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t0 = time.perf_counter()
             pre = Preprocessor(spec, "float32")
             tr_kept = [s for s in ds.splits["train"] if str(s.path) in feats["train"]]
-            ft_train = preprocess_all([str(s.path) for s in tr_kept], pre, "fine-tune: train images", np.float16)
+            # with shelf-camera views on, each photo also as a facing crop (view 1), so the unfrozen blocks learn it
+            ft_views = (0, 1) if cfg.augment.camera and cfg.augment.views >= 1 else (0,)
+            ft_train = preprocess_all([str(s.path) for s in tr_kept], pre, "fine-tune: train images", np.float16,
+                                      cfg.augment, ft_views)  # fmt: skip
             ft_val = preprocess_all([str(s.path) for s in val_kept], pre, "fine-tune: val images")
             weights = class_weights(train_y, n) if cfg.head.balance != "none" else None
-            history |= fine_tune(model, base, ft_train, np.array([s.label for s in tr_kept]), ft_val, val_y, n,
+            ft_y = np.repeat(np.array([s.label for s in tr_kept]), len(ft_views))
+            history |= fine_tune(model, base, ft_train, ft_y, ft_val, val_y, n,
                                  cfg.finetune, bb.fine_tune_after, cfg.seed, weights, [tb])  # fmt: skip
             evaluated["val"] = (model.predict(ft_val, batch_size=cfg.batch_size, verbose=0), val_y, val_kept)
             timings["finetune_s"] = round(time.perf_counter() - t0, 2)
