@@ -261,3 +261,14 @@ def test_fine_tune_set_holds_each_photos_shelf_camera_view(tmp_path):
         assert np.array_equal(both[2 * i + 1], pre.from_bgr(view(image, digest, 1, aug))[0])
         assert not np.array_equal(both[2 * i], both[2 * i + 1])
     assert np.array_equal(preprocess_all(paths, pre, "t"), both[0::2])
+
+
+def test_multiworker_is_refused_in_one_line(tmp_path, capsys):
+    """Keras 3 cannot fit under MultiWorkerMirroredStrategy (keras-team/keras#20585): say so before any work."""
+    from trainer.cli import main as train
+
+    data = make_dataset(tmp_path / "d", per_class=4)
+    assert train([str(data), "--out", str(tmp_path / "o"), "--weights", "none", "--strategy", "multiworker"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keras-team/keras#20585" in err[0], err
+    assert not (tmp_path / "o" / "model.keras").exists()

@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=run["cache_dir"], help="bottleneck cache")
     p.add_argument("--seed", type=int, default=run["seed"], help="splits, augmentation, composition")
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default=run["strategy"],
-                   help="tf.distribute strategy (multiworker reads TF_CONFIG)")  # fmt: skip
+                   help="tf.distribute strategy: mirrored uses every local GPU; multiworker is refused with the "
+                   "reason (Keras 3 cannot fit under it)")  # fmt: skip
     det = p.add_argument_group("facing detector (--task detect; backbone: mobilenet_v2)")
     det.add_argument("--train-shelves", type=int, default=DetectorConfig.train_shelves,
                      help="shelves composed from the train photos")  # fmt: skip

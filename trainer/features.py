@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,8 @@ class FeatureCache:
     def put(self, content_hash: str, features: np.ndarray) -> None:
         path = self.path(content_hash)
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        # a name of its own per writer: several machines may share one cache folder (docs/trainer.md)
+        tmp = path.with_name(f"{path.stem}.{socket.gethostname()}.{os.getpid()}.tmp.npy")
         np.save(tmp, features)
         tmp.replace(path)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge import __version__
+from edge.errors import ShelfscanError
 from edge.preprocess import Preprocessor, PreprocessSpec
 from trainer import backbones, report
 from trainer.augment import AugmentConfig
@@ -55,16 +56,25 @@ class TrainConfig:
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
 
+#: Why ``--strategy multiworker`` is refused: measured here with two loopback workers (TF_CONFIG), TF 2.21,
+#: Keras 3: the first ``fit`` step fails ("Attempt to convert a value (PerReplica...)"), also for a one-layer
+#: model on a plain tf.data pipeline; upstream: keras-team/keras#20585 (open).
+MULTIWORKER_UNSUPPORTED = (
+    "--strategy multiworker: Keras 3's Model.fit does not run under tf.distribute.MultiWorkerMirroredStrategy "
+    "(keras-team/keras#20585); train on one machine (--strategy mirrored uses all its GPUs) - with the bottleneck "
+    "cache, head training takes minutes"
+)
+
+
 def distribution_scope(name: str) -> Any:
-    """``tf.distribute`` scope: mirrored (all local GPUs) or multiworker (``TF_CONFIG``)."""
+    """``tf.distribute`` scope: mirrored (all local GPUs); multiworker is refused (``MULTIWORKER_UNSUPPORTED``)."""
     if name == "default":
         return contextlib.nullcontext()
+    if name != "mirrored":
+        raise ShelfscanError(MULTIWORKER_UNSUPPORTED if name == "multiworker" else f"unknown strategy {name!r}")
     import tensorflow as tf
 
-    strategy = {
-        "mirrored": tf.distribute.MirroredStrategy,
-        "multiworker": tf.distribute.MultiWorkerMirroredStrategy,
-    }[name]()
+    strategy = tf.distribute.MirroredStrategy()
     log.info("distribution strategy %s with %d replicas", name, strategy.num_replicas_in_sync)
     return strategy.scope()
 
@@ -108,6 +118,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import keras
 
     start = time.perf_counter()
+    if cfg.strategy == "multiworker":  # before any work: it would fail at the first training step
+        raise ShelfscanError(MULTIWORKER_UNSUPPORTED)
     if cfg.head.patience is None:
         cfg = replace(cfg, head=replace(cfg.head, patience=default_patience(cfg.augment.views)))
     keras.utils.set_random_seed(cfg.seed)
