@@ -13,6 +13,7 @@ BENCHMARKS = [
     "benchmarks.agent_bench",
     "benchmarks.detector_bench",
     "benchmarks.facing_bench",  # needs the detector that detector_bench leaves in runs/
+    "benchmarks.evidence_soak",
 ]
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 
 from edge.watch import BrokerURL, Fleet, connect
 
-SCAN_MESSAGES = ("facing", "gap", "shelfmap")
+SCAN_MESSAGES = ("facing", "gap", "shelfmap", "evidence")
 
 
 def facing_line(n: int, doc: dict[str, Any]) -> str:
@@ -40,6 +40,7 @@ class LiveView:
         self.final: dict[str, Any] | None = None
         self.facings: list[dict[str, Any]] = []
         self.gaps: list[dict[str, Any]] = []
+        self.evidence: list[dict[str, Any]] = []
         self.shelfmap: dict[str, Any] | None = None
         self.errors: list[str] = []
         self._final = threading.Event()
@@ -82,6 +83,8 @@ class LiveView:
         elif kind == "gap":
             self.gaps.append(doc)
             self._print(gap_line(len(self.gaps), doc))
+        elif kind == "evidence":
+            self.evidence.append(doc)
         elif not self._stale(doc):  # shelfmap, retained: not one of an earlier run
             self.shelfmap = doc
 

@@ -30,7 +30,7 @@ from demo import broker as embedded
 from demo.data import from_folder, held_out, product_tree
 from demo.live import LiveView
 from demo.products import BACKGROUND, generate
-from demo.score import score, table
+from demo.score import check_evidence, score, table
 from demo.weights import DETECTOR_BACKBONE, random_weights_banner, resolve_weights
 from edge.watch import parse_broker_url
 
@@ -266,7 +266,8 @@ def run_agent(args: argparse.Namespace, work: Path, bundles: tuple[Path, Path], 
         print("\nfleet (what `shelfscan-agent watch --broker URL --prefix shelfscan-demo` shows):")
         print(view.fleet.table())
         (work / "scan.json").write_text(json.dumps({"facings": view.facings, "gaps": view.gaps}, indent=1) + "\n")
-        result = score(truth, final["counts"], view.facings, view.gaps)
+        evidence = check_evidence(view.facings, view.evidence, work / "state" / "evidence")
+        result = score(truth, final["counts"], view.facings, view.gaps, evidence)
         print(f"\nfacings per label and gaps, scan {final['scan_id']} vs the truth of the shelf pass:\n"
               f"{table(result)}")  # fmt: skip
         summary |= {"scan_id": final["scan_id"], "counted": final["counts"], "agent_gaps": final.get("gaps"),

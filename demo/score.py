@@ -10,6 +10,8 @@ camera path of the frame they counted in (:func:`trainer.shelf_video.to_canvas`)
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from trainer.shelf_video import UNKNOWN, compare_counts, to_canvas
@@ -49,12 +51,32 @@ def match_gaps(truth: dict[str, Any], gaps: list[dict[str, Any]], facings: list[
 
 
 def score(truth: dict[str, Any], counts: dict[str, int], facings: list[dict[str, Any]],
-          gaps: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Counts and gaps against the truth, what falls short of the bar (``problems``) and ``ok``."""
+          gaps: list[dict[str, Any]], evidence: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Counts and gaps against the truth (and ``evidence``: ``check_evidence``'s verdict), what falls short of
+    the bar (``problems``) and ``ok``."""
     result = {"counts": compare_counts(truth, counts, len(gaps)), "gaps": match_gaps(truth, gaps, facings)}
+    if evidence is not None:
+        result["evidence"] = evidence
     result["problems"] = problems(result)
     result["ok"] = not result["problems"]
     return result
+
+
+def check_evidence(facings: list[dict[str, Any]], evidence: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """Every ``unknown`` facing has an ``evidence`` message (same scan and track) whose files are on disk with the
+    size and sha256 it names: an auditor can see what could not be labelled."""
+    by_track = {(e.get("scan_id"), e.get("track_id")): e for e in evidence}
+    unknown = [f for f in facings if f.get("label") == UNKNOWN]
+    missing = []
+    for f in unknown:
+        e = by_track.get((f.get("scan_id"), f.get("track_id")))
+        if e is None or not e.get("files") or not all(_on_disk(folder / x["name"], x["sha256"]) for x in e["files"]):
+            missing.append(int(f.get("track_id", -1)))
+    return {"unknown_facings": len(unknown), "with_evidence": len(unknown) - len(missing), "missing_tracks": missing}
+
+
+def _on_disk(path: Path, sha256: str) -> bool:
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256
 
 
 def problems(result: dict[str, Any]) -> list[str]:
@@ -69,6 +91,10 @@ def problems(result: dict[str, Any]) -> list[str]:
         out.append(f"{g['found']} of {g['truth']} gaps found (at least {100 * MIN_GAPS_FOUND:.0f} %)")
     if g["false"] > MAX_FALSE_GAPS:
         out.append(f"{g['false']} false gaps (at most {MAX_FALSE_GAPS})")
+    ev = result.get("evidence")
+    if ev and ev["missing_tracks"]:
+        out.append(f"{len(ev['missing_tracks'])} of {ev['unknown_facings']} unknown facings have no evidence image "
+                   f"(tracks {ev['missing_tracks'][:10]})")  # fmt: skip
     return out
 
 
@@ -93,4 +119,8 @@ def table(result: dict[str, Any]) -> str:
     lines.append(f"  gaps: truth {g['truth']}, reported {g['reported']}, found {g['found']} = "
                  f"{100 * g['found_share']:.0f} % (at least {100 * MIN_GAPS_FOUND:.0f} %), false {g['false']} "
                  f"(at most {MAX_FALSE_GAPS}): {'ok' if gaps_ok else 'OFF'}")  # fmt: skip
+    ev = result.get("evidence")
+    if ev:
+        lines.append(f"  evidence: {ev['with_evidence']} of {ev['unknown_facings']} unknown facings have their crop "
+                     f"and frame on the robot: {'ok' if not ev['missing_tracks'] else 'MISSING'}")  # fmt: skip
     return "\n".join(lines)

@@ -193,6 +193,7 @@ class EvidenceRing:
                 self.dropped += 1
                 self._warn(f"evidence not written: under {self.min_free_bytes} bytes free in {self.root}")
                 return None
+            self._prune(size, len(images))  # room first: the folder never holds more than the caps, even briefly
             for role, data in images.items():
                 name = f"{prefix}-{stem}-{role}.jpg"
                 _write_atomic(self.root / name, data)
@@ -210,8 +211,10 @@ class EvidenceRing:
         self._prune()
         return written
 
-    def _prune(self) -> None:
-        while self._files and (len(self._files) > self.max_files or self.bytes > self.max_bytes):
+    def _prune(self, incoming_bytes: int = 0, incoming_files: int = 0) -> None:
+        """Delete the oldest files until the ring plus what is about to be written fits both caps."""
+        while self._files and (len(self._files) + incoming_files > self.max_files
+                               or self.bytes + incoming_bytes > self.max_bytes):  # fmt: skip
             name, size = self._files.popleft()
             try:
                 (self.root / name).unlink(missing_ok=True)

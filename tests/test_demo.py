@@ -7,6 +7,7 @@ CI uses the shared ImageNet MobileNetV2 weights for both models: about 3 minutes
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -47,6 +48,8 @@ def test_quick_demo_counts_facings_and_gaps_against_the_truth(tmp_path, shared):
     assert summary["gaps"]["found_share"] >= 0.9 and summary["gaps"]["false"] <= 1
     assert summary["truth"] == truth["totals"]
     assert summary["detector_ap50"] > 0.8, summary["detector_ap50"]
+    ev = summary["evidence"]  # every unknown facing has its crop and frame on the robot
+    assert ev["unknown_facings"] == summary["counted"].get("unknown", 0) and ev["missing_tracks"] == []
     # the printed table says the same, label by label
     for label, v in summary["counts"]["per_label"].items():
         mark = "ok" if v["counted"] == v["truth"] else f"{v['counted'] - v['truth']:+d}"
@@ -155,6 +158,22 @@ def test_score_table_and_problems():
     assert [p.split(" ")[0] for p in bad["problems"]] == ["count", "1", "2"]
     assert "milk 12 of 10, tea 9 of 10" in bad["problems"][0]
     assert "TOO MANY" in table(bad) and "OFF" in table(bad)
+
+
+def test_evidence_check_finds_unknown_facings_without_their_images(tmp_path):
+    from demo.score import check_evidence
+
+    (tmp_path / "t3-crop.jpg").write_bytes(b"jpeg bytes")
+    good = {"name": "t3-crop.jpg", "sha256": hashlib.sha256(b"jpeg bytes").hexdigest()}
+    tracks = ((3, "unknown"), (4, "unknown"), (5, "milk"), (6, "unknown"))
+    facings = [{"scan_id": "s", "track_id": t, "label": label} for t, label in tracks]
+    evidence = [{"scan_id": "s", "track_id": 3, "files": [good]},
+                {"scan_id": "s", "track_id": 6, "files": [{**good, "sha256": "0" * 64}]}]  # fmt: skip
+    ev = check_evidence(facings, evidence, tmp_path)
+    assert ev == {"unknown_facings": 3, "with_evidence": 1, "missing_tracks": [4, 6]}
+    result = score(TRUTH, {"milk": 10, "tea": 10}, FACINGS, [gap(1, 2), gap(3, 4)], ev)
+    assert not result["ok"] and "2 of 3 unknown facings have no evidence image" in result["problems"][0]
+    assert "evidence: 1 of 3 unknown facings have their crop and frame on the robot: MISSING" in table(result)
 
 
 def test_live_lines():
