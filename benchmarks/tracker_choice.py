@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.shelf_counter import CountingConfig, FacingCounter
+from edge.config import CountingConfig
+from edge.shelf_counter import FacingCounter
 from edge.tracking import WorldTracker
 from tests.shelf_streams import Frame, TruthShelf, build_shelf, pan, still, stream
 

@@ -34,9 +34,9 @@ import cv2
 import numpy as np
 
 from edge.config import EvidenceConfig
+from edge.shelf_events import UNKNOWN
 
 log = logging.getLogger(__name__)
-UNKNOWN = "unknown"  # edge.shelf_counter.UNKNOWN (not imported: this module must not pull the counter in)
 #: Tracks whose crops are held at once; beyond it new tracks keep none (a pathological frame of
 #: hundreds of boxes must not grow memory; a shelf in view has tens).
 MAX_TRACKS = 256

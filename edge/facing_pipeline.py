@@ -26,7 +26,8 @@ from edge.evidence import CropKeeper
 from edge.motion import MotionTracker
 from edge.pipelines import PipelineMode, Report, ReportKind, StageClock
 from edge.runtime import Classifier
-from edge.shelf_counter import FacingCounted, FacingCounter, GapFound
+from edge.shelf_counter import FacingCounter
+from edge.shelf_events import FacingCounted, GapFound
 
 log = logging.getLogger(__name__)
 

@@ -31,90 +31,15 @@ from __future__ import annotations
 import bisect
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from edge.config import CountingConfig
 from edge.detections import Detections, box_iou
+from edge.shelf_events import UNKNOWN, Box, Event, FacingCounted, GapFound, cluster_rows, to_box
 from edge.tracking import Associator, WorldTracker
-
-UNKNOWN = "unknown"
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1, x1/y1 exclusive
-
-
-def _box(values: Any) -> Box:
-    x0, y0, x1, y1 = (round(float(v), 2) for v in values)
-    return x0, y0, x1, y1
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-@dataclass(frozen=True)
-class FacingCounted:
-    """One physical facing, counted once. ``how``: ``line`` (the counting line passed it), ``edge``
-    (behind the line without being passed: in view when the scan started or the robot reversed),
-    ``end`` (still ahead of the line when the scan ended). Box, frame, time and pose are those of
-    the moment it counted; the label was settled later (``settle_votes``)."""
-
-    track_id: int
-    label: str  # the vote's winner, or "unknown"
-    score: float  # mean classifier score of the winner's votes (0 without votes)
-    votes: dict[str, float]  # label -> summed classifier score
-    row: int
-    box: Box  # frame pixels
-    world_box: Box  # shelf (world) pixels
-    frame_index: int
-    t: float
-    pose: dict[str, Any] | None = None
-    how: str = "line"
-    kind: ClassVar[str] = "facing"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": self.kind, **{k: _plain(v) for k, v in asdict(self).items()}}
-
-
-@dataclass(frozen=True)
-class GapFound:
-    """An out-of-stock gap in a row: the empty world span ``x0..x1`` between two counted neighbours."""
-
-    row: int
-    x0: float
-    x1: float
-    width_facings: float  # the span in median facing widths of the row
-    left_label: str
-    right_label: str
-    left_track: int
-    right_track: int
-    world_box: Box  # x0, the neighbours' top, x1, their bottom
-    frame_index: int  # when it was found
-    t: float
-    pose: dict[str, Any] | None = None
-    kind: ClassVar[str] = "gap"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"event": self.kind, **{k: _plain(v) for k, v in asdict(self).items()}}
-
-
-Event = FacingCounted | GapFound
-
-
-def cluster_rows(y_centres: Sequence[float], heights: Sequence[float], gap: float = 0.5) -> list[int]:
-    """Row index per box, rows numbered top to bottom: sorted y centres split where two neighbours
-    are more than ``gap`` median box heights apart (facings of one row stand on one board, so their
-    centres differ by a fraction of a height; the next row is a board and a row height away)."""
-    ys = np.asarray(y_centres, np.float64)
-    if len(ys) == 0:
-        return []
-    limit = gap * float(np.median(np.asarray(heights, np.float64)))
-    order = np.argsort(ys, kind="stable")
-    breaks = np.concatenate([[0], np.diff(ys[order]) > limit]).cumsum()
-    rows = np.empty(len(ys), np.int64)
-    rows[order] = breaks
-    return rows.tolist()
 
 
 @dataclass(eq=False)
@@ -475,8 +400,8 @@ class FacingCounter:
         if track in self._ghosts:
             self._ghosts.remove(track)
         row = self._rows[track.row]
-        world_box = _box(track.world_box if track.best_world is None else track.best_world)
-        box = _box(track.box if track.best_box is None else track.best_box)
+        world_box = to_box(track.world_box if track.best_world is None else track.best_world)
+        box = to_box(track.box if track.best_box is None else track.best_box)
         if row.placed:
             ious = box_iou(np.array([world_box], np.float32), np.array([p.world_box for p in row.placed], np.float32))
             k = int(ious.argmax())
@@ -574,6 +499,6 @@ class FacingCounter:
         bottom = max(left.world_box[3], right.world_box[3])
         gap = GapFound(row.id, left.world_box[2], right.world_box[0], round(span / median, 3), left.label,
                        right.label, left.track_id, right.track_id,
-                       _box((left.world_box[2], top, right.world_box[0], bottom)), frame_index, t, pose)  # fmt: skip
+                       to_box((left.world_box[2], top, right.world_box[0], bottom)), frame_index, t, pose)  # fmt: skip
         self._gaps.append(gap)
         return gap

@@ -14,9 +14,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.config import CountingConfig
 from edge.detections import Detections, box_iou
 from edge.motion import MotionTracker
-from edge.shelf_counter import UNKNOWN, CountingConfig, FacingCounted, FacingCounter, GapFound, cluster_rows
+from edge.shelf_counter import FacingCounter
+from edge.shelf_events import UNKNOWN, FacingCounted, GapFound, cluster_rows
 from edge.tracking import WorldTracker, greedy_match
 from tests.shelf_streams import NAMES, Frame, TruthFacing, TruthShelf, build_shelf, noisy_labels, pan, still, stream
 
