@@ -1,7 +1,7 @@
 """Converter acceptance figures.
 
 1. The MobileNetV2 Freiburg model from the trainer: every variant evaluated through the edge
-   runtime on the val split (int8 and int8-pw top-1 vs Keras, size vs fp32).
+   runtime on the run's held-out test split (int8 and int8-pw top-1 vs Keras, size vs fp32).
 2. InceptionV3 (random weights, 25 classes, calibrated on 100 Freiburg images): int8 vs fp32
    invoke median at 2 threads, measured alternately in the same process.
 Run: python -m benchmarks.converter_bench --run runs/freiburg-mnv2
@@ -77,11 +77,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="shelfscan-convbench-"))
     out = tmp / "mnv2"
-    rc = convert([args.run, "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw", "--eval",
-                  str(FREIBURG / "val"), "--bench-runs", "30"])  # fmt: skip
+    rc = convert([args.run, "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw", "--eval", "test",
+                  "--bench-runs", "30"])  # fmt: skip
     mnv2 = json.loads((out / "comparison.json").read_text())
     inc_run = inception_run(tmp)
     inc_out = tmp / "inc"
+    # random weights, for latency and size only: calibration images from train/, nothing evaluated
     convert([str(inc_run), "--out", str(inc_out), "--variants", "fp32,int8", "--calibration", str(FREIBURG / "train"),
              "--calibration-count", "100", "--bench-runs", "10"])  # fmt: skip
     bundles = {v: inc_out / f"inception_v3-random-{v}" for v in ("fp32", "int8")}
@@ -104,7 +105,8 @@ def main() -> None:
     from converter.compare import markdown_table
 
     body = (
-        f"## MobileNetV2, Freiburg Groceries (run `{args.run}`), evaluated on val through the edge runtime\n\n"
+        f"## MobileNetV2, Freiburg Groceries (run `{args.run}`), evaluated through the edge runtime on "
+        f"{mnv2['eval_source']}\n\n"
         + markdown_table(rows, mnv2["keras"])
         + f"\n\nint8 top-1 − Keras top-1: **{results['int8_minus_keras_top1_points']} points**; "
         f"int8 size / fp32 size: **{results['int8_size_ratio']}**. int8-pw (per-tensor 1x1 convolutions): "

@@ -46,7 +46,7 @@ def ensure_classifier() -> Path:
         return CLASSIFIER
     run = REPO / "runs" / "freiburg-mnv2-camft"
     train = ["trainer.cli", str(FREIBURG), "--out", str(run), "--backbone", "mobilenet_v2", "--weights", str(WEIGHTS),
-             "--augment-views", "4", "--augment-camera", "--fine-tune-epochs", "6",
+             "--augment-views", "4", "--augment-camera", "--fine-tune-epochs", "6", "--fine-tune-lr", "1e-4",
              "--test-pct", str(TEST_PCT)]  # fmt: skip
     convert = ["converter.cli", str(run), "--out", str(CLASSIFIER.parent), "--variants", "int8", "--name",
                "freiburg-mnv2-camft", "--eval", "test"]  # fmt: skip
