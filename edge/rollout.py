@@ -136,6 +136,7 @@ class Rollout:
         self.dir = Path(state_dir) / "bundles"
         self.desired: dict[str, dict[str, Desired | None]] = {role: {} for role in ROLES}
         self.pending: dict[str, Desired] = {}  # role -> the desired model being fetched
+        self.waiting: set[str] = set()  # roles whose desired model changed during a canary
         self.canary: Canary | None = None
         self.confidences: deque[float] = deque(maxlen=300)  # the running model's recent top-1 confidences
         self.refused = self._read_refused()
@@ -208,9 +209,15 @@ class Rollout:
             log.info("desired %s %s was refused before (%s); not tried again", role, want.key,
                      self.refused[want.sha256])  # fmt: skip
             return
-        if self.canary is not None or any(p.sha256 == want.sha256 for p in self.pending.values()):
-            self.pending[role] = want  # taken up after the running canary
+        if self.canary is not None:
+            self.waiting.add(role)  # looked at again when the running canary ends
             return
+        fetching = self.pending.get(role)
+        if fetching is not None:
+            if fetching.sha256 == want.sha256:
+                return  # already on its way
+            if fetching.topic:  # superseded by a newer desired model
+                self.link.unsubscribe(fetching.topic)
         self.pending[role] = want
         self.state = "downloading"
         if want.topic:
@@ -324,8 +331,9 @@ class Rollout:
             self._refuse(want.sha256, reason)
             self._message(Step.ROLLED_BACK, role, want.name, want.version, reason, **figures)
         self.state = "idle"
-        for pending_role in list(self.pending):
-            self._follow(pending_role)
+        for waiting in sorted(self.waiting):
+            self.waiting.discard(waiting)
+            self._follow(waiting)
 
     def _point_current(self, role: str, target: Path) -> None:
         """``current-<role>`` -> ``target``, atomically (a new symlink renamed over the old)."""
