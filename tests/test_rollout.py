@@ -98,8 +98,8 @@ def test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot(tmp
     publish(broker.port, release(reference, rel, "2", key), "--group", "aisle-3")
     for r in robots.values():
         assert r["sub"].wait_for(lambda s: "active" in steps(s, "2"), 60), r["log"].read_text()[-3000:]
-        assert steps(r["sub"], "2") == ["downloaded", "verified", "canary", "active"]
-        assert r["sub"].wait_for(lambda s: running(s) == "2", 10)
+        assert steps(r["sub"], "2") == ["downloaded", "verified", "canary", "active"], r["sub"].of("model")
+        assert r["sub"].wait_for(lambda s: running(s) == "2", 10), r["sub"].of("status")[-3:]
         assert (r["state"] / "bundles" / "current-classifier").resolve().name == "imagenet-ref-2"
     one, two = robots["robot-1"], robots["robot-2"]
     stop_agent(two["proc"], two["log"])  # robot 2 goes offline
@@ -128,7 +128,7 @@ def test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot(tmp
     n = len(one["sub"].of("sighting"))
     publish(broker.port, uniform, "--device", "robot-1")
     assert one["sub"].wait_for(lambda s: "rolled_back" in steps(s, "5"), 60), one["log"].read_text()[-3000:]
-    assert steps(one["sub"], "5") == ["downloaded", "verified", "canary", "rolled_back"]
+    assert steps(one["sub"], "5") == ["downloaded", "verified", "canary", "rolled_back"], one["sub"].of("model")
     back = next(d for d in one["sub"].of("model") if d["step"] == "rolled_back")
     assert "confidence" in back["reason"] and back["confidence"] == pytest.approx(0.1, abs=0.01)
     assert one["sub"].wait_for(lambda s: running(s) == "2", 10)
