@@ -70,8 +70,21 @@ def ensure_bundles(tmp: Path) -> Path:
     from converter.cli import main as convert
 
     if not (SWEEP / "inception_v3-random-int8" / "manifest.json").is_file():
-        rc = convert([str(inception_run(tmp)), "--out", str(SWEEP), "--variants", "fp32,dynamic,int8", "--calibration",
-                      str(FREIBURG / "train"), "--calibration-count", "100", "--bench-runs", "3"])  # fmt: skip
+        rc = convert(
+            [
+                str(inception_run(tmp)),
+                "--out",
+                str(SWEEP),
+                "--variants",
+                "fp32,dynamic,int8",
+                "--calibration",
+                str(FREIBURG / "train"),
+                "--calibration-count",
+                "100",
+                "--bench-runs",
+                "3",
+            ]
+        )
         if rc != 0:
             raise SystemExit("InceptionV3 conversion failed")
     mnv2 = REPO / "runs" / "freiburg-mnv2"
@@ -83,8 +96,22 @@ def ensure_bundles(tmp: Path) -> Path:
 def sweep_table() -> tuple[str, dict]:
     """``shelfscan-agent bench`` over every bundle in runs/bench-bundles at 1 and 2 threads."""
     out = REPO / "runs" / "bench-sweep.json"
-    cmd = [sys.executable, "-m", "edge.cli", "bench", str(SWEEP), "--threads", "1,2", "--runs", "30", "--warmup", "3",
-           "--compare-raw", "--out", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "bench",
+        str(SWEEP),
+        "--threads",
+        "1,2",
+        "--runs",
+        "30",
+        "--warmup",
+        "3",
+        "--compare-raw",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -106,10 +133,22 @@ def main() -> None:
     probe.write_text(PROBE)
 
     def run_probe(name: str, fps: float) -> dict:
-        cfg = agent_config(tmp / name, broker.port, bundle, f'kind = "video"\npath = "{video}"\nfps = {fps}',
-                           model={"threads": 2}, inference={"max_fps": 1000})  # fmt: skip
-        proc = subprocess.run([sys.executable, str(probe), str(cfg), str(fps)], capture_output=True, text=True,
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=900)  # fmt: skip
+        cfg = agent_config(
+            tmp / name,
+            broker.port,
+            bundle,
+            f'kind = "video"\npath = "{video}"\nfps = {fps}',
+            model={"threads": 2},
+            inference={"max_fps": 1000},
+        )
+        proc = subprocess.run(
+            [sys.executable, str(probe), str(cfg), str(fps)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=900,
+        )
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -152,13 +191,17 @@ def main() -> None:
     )
     table, sweep = sweep_table()
     r["bench_sweep"] = sweep
-    rows = ["| bundle | threads | invoke p50 (ms) | raw invoke p50 (ms) | invoke / raw | total p50 | total p99 | fps |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| bundle | threads | invoke p50 (ms) | raw invoke p50 (ms) | invoke / raw | total p50 | total p99 | fps |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in sweep["results"]:
         s = row["stages"]
-        rows.append(f"| {Path(row['bundle']).name} | {row['threads']} | {s['invoke']['p50']:.2f} | "
-                    f"{row['raw_invoke_ms']['p50']:.2f} | **{row['invoke_vs_raw']:.3f}** | {s['total']['p50']:.2f} | "
-                    f"{s['total']['p99']:.2f} | {row['fps']:.1f} |")  # fmt: skip
+        rows.append(
+            f"| {Path(row['bundle']).name} | {row['threads']} | {s['invoke']['p50']:.2f} | "
+            f"{row['raw_invoke_ms']['p50']:.2f} | **{row['invoke_vs_raw']:.3f}** | {s['total']['p50']:.2f} | "
+            f"{s['total']['p99']:.2f} | {row['fps']:.1f} |"
+        )
     body += (
         "\n## `shelfscan-agent bench` sweep\n\n`python -m edge.cli bench runs/bench-bundles --threads 1,2 --runs 30 "
         "--warmup 3 --compare-raw`: the bench's invoke median against a bare `invoke()` loop on the same "

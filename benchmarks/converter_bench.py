@@ -77,14 +77,38 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tmp = Path(tempfile.mkdtemp(prefix="shelfscan-convbench-"))
     out = tmp / "mnv2"
-    rc = convert([args.run, "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw", "--eval", "test",
-                  "--bench-runs", "30"])  # fmt: skip
+    rc = convert(
+        [
+            args.run,
+            "--out",
+            str(out),
+            "--variants",
+            "fp32,fp16,dynamic,int8,int8-pw",
+            "--eval",
+            "test",
+            "--bench-runs",
+            "30",
+        ]
+    )
     mnv2 = json.loads((out / "comparison.json").read_text())
     inc_run = inception_run(tmp)
     inc_out = tmp / "inc"
     # random weights, for latency and size only: calibration images from train/, nothing evaluated
-    convert([str(inc_run), "--out", str(inc_out), "--variants", "fp32,int8", "--calibration", str(FREIBURG / "train"),
-             "--calibration-count", "100", "--bench-runs", "10"])  # fmt: skip
+    convert(
+        [
+            str(inc_run),
+            "--out",
+            str(inc_out),
+            "--variants",
+            "fp32,int8",
+            "--calibration",
+            str(FREIBURG / "train"),
+            "--calibration-count",
+            "100",
+            "--bench-runs",
+            "10",
+        ]
+    )
     bundles = {v: inc_out / f"inception_v3-random-{v}" for v in ("fp32", "int8")}
     lat = alternating_invoke_ms(bundles, threads=2)
     sizes = {v: json.loads((p / "manifest.json").read_text())["model"]["size_bytes"] for v, p in bundles.items()}

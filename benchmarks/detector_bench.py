@@ -77,8 +77,17 @@ def main() -> None:
     res: dict[str, Any] = {}
     if not args.skip_train:
         t0 = time.perf_counter()
-        cli("trainer.cli", str(FREIBURG), "--task", "detect", "--weights", str(WEIGHTS), "--out", str(RUN),
-            capture=False)  # fmt: skip
+        cli(
+            "trainer.cli",
+            str(FREIBURG),
+            "--task",
+            "detect",
+            "--weights",
+            str(WEIGHTS),
+            "--out",
+            str(RUN),
+            capture=False,
+        )
         res["train_wall_s"] = round(time.perf_counter() - t0, 1)
     metrics = json.loads((RUN / "metrics.json").read_text())
     res["train"] = {k: metrics[k] for k in ("timings", "epochs_run")} | {
@@ -87,15 +96,40 @@ def main() -> None:
     sets = {}
     for name, (count, seed, dense) in SETS.items():
         folder = REPO / "runs" / f"shelves-val-{name}"
-        cli("trainer.cli", str(FREIBURG / "val"), "--compose", str(count), "--seed", str(seed), "--out", str(folder),
-            *(["--dense-runs"] if dense else []))  # fmt: skip
+        cli(
+            "trainer.cli",
+            str(FREIBURG / "val"),
+            "--compose",
+            str(count),
+            "--seed",
+            str(seed),
+            "--out",
+            str(folder),
+            *(["--dense-runs"] if dense else []),
+        )
         sets[name] = folder
     out = REPO / "runs" / "facing-bundles"
-    doc = json.loads(cli("converter.cli", str(RUN), "--out", str(out), "--variants", "fp32,int8", "--eval",
-                         str(sets["mixed"]), "--name", "freiburg-facings", "--json"))  # fmt: skip
-    res["convert"] = {"keras": doc["keras"], "gate_failed": doc["gate_failed"],
-                      "export_s": {v: r["export_s"] for v, r in doc["variants"].items()},
-                      "size_bytes": {v: r["size_bytes"] for v, r in doc["variants"].items()}}  # fmt: skip
+    doc = json.loads(
+        cli(
+            "converter.cli",
+            str(RUN),
+            "--out",
+            str(out),
+            "--variants",
+            "fp32,int8",
+            "--eval",
+            str(sets["mixed"]),
+            "--name",
+            "freiburg-facings",
+            "--json",
+        )
+    )
+    res["convert"] = {
+        "keras": doc["keras"],
+        "gate_failed": doc["gate_failed"],
+        "export_s": {v: r["export_s"] for v, r in doc["variants"].items()},
+        "size_bytes": {v: r["size_bytes"] for v, r in doc["variants"].items()},
+    }
     bundles = {v: out / f"freiburg-facings-{v}" for v in ("fp32", "int8")}
     res["eval"] = {f"{v}_{s}": evaluate(b, folder) for v, b in bundles.items() for s, folder in sets.items()}
     res["invoke_p50_ms"] = {f"{t}t": alternating_invoke_ms(bundles, t) for t in (1, 2)}
@@ -107,8 +141,10 @@ def main() -> None:
     ]
     for key, r in e.items():
         variant, name = key.split("_")
-        rows.append(f"| {variant} | {name} ({r['images']} images) | {r['ap50']:.4f} | {r['ap50_95']:.4f} | "
-                    f"{r['count_mae']:.3f} | {r['count_mae_whole']:.3f} |")  # fmt: skip
+        rows.append(
+            f"| {variant} | {name} ({r['images']} images) | {r['ap50']:.4f} | {r['ap50_95']:.4f} | "
+            f"{r['count_mae']:.3f} | {r['count_mae_whole']:.3f} |"
+        )
     k = res["convert"]["keras"]
     tr = res["train"]
     body = (

@@ -55,22 +55,41 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shelfscan-soak-"))
     bundle = tmp / "bundle"
-    write_bundle(bundle, REFERENCE / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
-                 read_labels(REFERENCE / "imagenet_labels.txt"),
-                 PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3), name="imagenet-ref",
-                 version="1", backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    write_bundle(
+        bundle,
+        REFERENCE / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        read_labels(REFERENCE / "imagenet_labels.txt"),
+        PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3),
+        name="imagenet-ref",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
     video = tmp / "shelf.avi"
-    write_shelf_video(video, [REFERENCE / "samples" / "chelsea.png", REFERENCE / "samples" / "coffee.png"],
-                      [0, 1, 0, 1], frames_per_run=20)  # fmt: skip
+    write_shelf_video(
+        video,
+        [REFERENCE / "samples" / "chelsea.png", REFERENCE / "samples" / "coffee.png"],
+        [0, 1, 0, 1],
+        frames_per_run=20,
+    )
     broker = Broker(tmp / "broker").start()
     try:
-        cfg = agent_config(tmp, broker.port, bundle, f'kind = "video"\npath = "{video}"\nloop = true\nfps = 10',
-                           evidence={"max_bytes": MAX_BYTES, "max_files": MAX_FILES, "min_free_bytes": 0},
-                           inference={"max_fps": 10})  # fmt: skip
+        cfg = agent_config(
+            tmp,
+            broker.port,
+            bundle,
+            f'kind = "video"\npath = "{video}"\nloop = true\nfps = 10',
+            evidence={"max_bytes": MAX_BYTES, "max_files": MAX_FILES, "min_free_bytes": 0},
+            inference={"max_fps": 10},
+        )
         sub = Subscriber(broker.port, "test/robot-1/#", client_id="soak-sub", persistent=False)
         log = (tmp / "agent.log").open("wb")  # the agent writes it until the end of the soak
-        agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO,
-                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         cmd = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-cmd")
         cmd.connect("127.0.0.1", broker.port)
         cmd.loop_start()
@@ -106,11 +125,21 @@ def main() -> None:
     written = sum(sum(f["bytes"] for f in m["files"]) for m in messages)
     over = sum(b > MAX_BYTES for _, b, _ in samples)
     res: dict[str, Any] = {
-        "minutes": args.minutes, "interval_s": args.interval, "snapshots_sent": sent,
-        "evidence_messages": len(messages), "bytes_written": written, "max_bytes": MAX_BYTES, "max_files": MAX_FILES,
-        "peak_bytes": peak_bytes, "peak_files": peak_files, "samples": len(samples), "over_cap_samples": over,
-        "agent_stats": stats, "agent_alive_at_end": agent_alive, "final": samples[-1],
-    }  # fmt: skip
+        "minutes": args.minutes,
+        "interval_s": args.interval,
+        "snapshots_sent": sent,
+        "evidence_messages": len(messages),
+        "bytes_written": written,
+        "max_bytes": MAX_BYTES,
+        "max_files": MAX_FILES,
+        "peak_bytes": peak_bytes,
+        "peak_files": peak_files,
+        "samples": len(samples),
+        "over_cap_samples": over,
+        "agent_stats": stats,
+        "agent_alive_at_end": agent_alive,
+        "final": samples[-1],
+    }
     body = (
         f"The agent (classify pipeline, reference MobileNetV2, looping video at 10 fps, real Mosquitto) got "
         f"`cmd/snapshot` every {args.interval:g} s for {args.minutes:g} min; `evidence.max_bytes` {MAX_BYTES:,}, "

@@ -45,11 +45,37 @@ def ensure_classifier() -> Path:
     if (CLASSIFIER / "manifest.json").is_file():
         return CLASSIFIER
     run = REPO / "runs" / "freiburg-mnv2-camft"
-    train = ["trainer.cli", str(FREIBURG), "--out", str(run), "--backbone", "mobilenet_v2", "--weights", str(WEIGHTS),
-             "--augment-views", "4", "--augment-camera", "--fine-tune-epochs", "6", "--fine-tune-lr", "1e-4",
-             "--test-pct", str(TEST_PCT)]  # fmt: skip
-    convert = ["converter.cli", str(run), "--out", str(CLASSIFIER.parent), "--variants", "int8", "--name",
-               "freiburg-mnv2-camft", "--eval", "test"]  # fmt: skip
+    train = [
+        "trainer.cli",
+        str(FREIBURG),
+        "--out",
+        str(run),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(WEIGHTS),
+        "--augment-views",
+        "4",
+        "--augment-camera",
+        "--fine-tune-epochs",
+        "6",
+        "--fine-tune-lr",
+        "1e-4",
+        "--test-pct",
+        str(TEST_PCT),
+    ]
+    convert = [
+        "converter.cli",
+        str(run),
+        "--out",
+        str(CLASSIFIER.parent),
+        "--variants",
+        "int8",
+        "--name",
+        "freiburg-mnv2-camft",
+        "--eval",
+        "test",
+    ]
     for cmd in (train, convert):
         subprocess.run([sys.executable, "-m", *cmd], cwd=REPO, check=True)
     return CLASSIFIER
@@ -77,10 +103,15 @@ def match_facings(truth: dict[str, Any], facings: list[dict[str, Any]]) -> dict[
         else:
             false += 1
     labelled = [(facings[hs[0]]["label"], true[j][0]["label"]) for j, hs in hits.items()]
-    return {"true": len(true), "matched": len(hits), "missed": len(true) - len(hits), "false": false,
-            "counted_twice": sum(len(hs) - 1 for hs in hits.values()),
-            "label_correct": sum(a == b for a, b in labelled),
-            "unknown": sum(a == "unknown" for a, _ in labelled)}  # fmt: skip
+    return {
+        "true": len(true),
+        "matched": len(hits),
+        "missed": len(true) - len(hits),
+        "false": false,
+        "counted_twice": sum(len(hs) - 1 for hs in hits.values()),
+        "label_correct": sum(a == b for a, b in labelled),
+        "unknown": sum(a == "unknown" for a, _ in labelled),
+    }
 
 
 def run_agent(video: Path, tmp: Path, threads: int = 2) -> dict[str, Any]:
@@ -91,13 +122,22 @@ def run_agent(video: Path, tmp: Path, threads: int = 2) -> dict[str, Any]:
     broker = Broker(tmp / "broker").start()
     try:
         sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
-        cfg = agent_config(tmp, broker.port, CLASSIFIER, f'kind = "video"\npath = "{video}"\nfps = 1000',
-                           model={"threads": threads, "detector": str(DETECTOR)},
-                           inference={"pipeline": "detect_classify", "max_fps": 1000})  # fmt: skip
+        cfg = agent_config(
+            tmp,
+            broker.port,
+            CLASSIFIER,
+            f'kind = "video"\npath = "{video}"\nfps = 1000',
+            model={"threads": threads, "detector": str(DETECTOR)},
+            inference={"pipeline": "detect_classify", "max_fps": 1000},
+        )
         start = time.perf_counter()
         with open(tmp / "agent.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO,
-                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             peak_kb = 0
             while proc.poll() is None:
                 try:
@@ -112,9 +152,15 @@ def run_agent(video: Path, tmp: Path, threads: int = 2) -> dict[str, Any]:
         sub.wait_for(lambda s: any(d.get("final") for d in s.of("counts")) and s.of("shelfmap"), 20)
         final = [d for d in sub.of("counts") if d.get("final")][-1]
         stats = sub.of("stats")
-        result = {"final": final, "facings": sub.of("facing"), "gaps": sub.of("gap"), "shelfmap": sub.of("shelfmap"),
-                  "wall_s": round(wall, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
-                  "stats": stats[-1] if stats else None}  # fmt: skip
+        result = {
+            "final": final,
+            "facings": sub.of("facing"),
+            "gaps": sub.of("gap"),
+            "shelfmap": sub.of("shelfmap"),
+            "wall_s": round(wall, 1),
+            "peak_rss_mb": round(peak_kb / 1024, 1),
+            "stats": stats[-1] if stats else None,
+        }
         sub.close()
         return result
     finally:
@@ -143,13 +189,23 @@ def score_pass(seed: int, seconds: float, photos: list[tuple[str, Path]], tmp: P
     video.with_suffix(".agent.json").write_text(json.dumps(messages, indent=1) + "\n")
     final = agent["final"]
     facts = {k: truth[k] for k in ("frames", "fps", "width", "height")} | {"seed": seed, "video": str(video)}
-    facts |= {"facings": sum(truth["totals"]["facings"].values()), "gaps": truth["totals"]["gaps"],
-              "photos": len({f["photo"] for r in truth["rows"] for f in r["facings"]})}  # fmt: skip
-    return {"video": facts, "counts": compare_counts(truth, final["counts"], final.get("gaps", 0)),
-            "facings": match_facings(truth, agent["facings"]),
-            "gaps": match_gaps(truth, agent["gaps"], agent["facings"]),
-            "agent": {"wall_s": agent["wall_s"], "fps": round(truth["frames"] / agent["wall_s"], 2),
-                      "peak_rss_mb": agent["peak_rss_mb"], "stats": agent["stats"]}}  # fmt: skip
+    facts |= {
+        "facings": sum(truth["totals"]["facings"].values()),
+        "gaps": truth["totals"]["gaps"],
+        "photos": len({f["photo"] for r in truth["rows"] for f in r["facings"]}),
+    }
+    return {
+        "video": facts,
+        "counts": compare_counts(truth, final["counts"], final.get("gaps", 0)),
+        "facings": match_facings(truth, agent["facings"]),
+        "gaps": match_gaps(truth, agent["gaps"], agent["facings"]),
+        "agent": {
+            "wall_s": agent["wall_s"],
+            "fps": round(truth["frames"] / agent["wall_s"], 2),
+            "peak_rss_mb": agent["peak_rss_mb"],
+            "stats": agent["stats"],
+        },
+    }
 
 
 def pooled(passes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -160,13 +216,23 @@ def pooled(passes: list[dict[str, Any]]) -> dict[str, Any]:
 
     truth = sum(p["counts"]["facings"]["truth"] for p in passes)
     err = total("counts", "abs_error")
-    return {"passes": len(passes), "facings": truth, "abs_error": err, "error_share": err / truth,
-            "matched": total("facings", "matched"), "missed": total("facings", "missed"),
-            "false": total("facings", "false"), "counted_twice": total("facings", "counted_twice"),
-            "label_correct": total("facings", "label_correct"), "unknown": total("facings", "unknown"),
-            "gaps": total("gaps", "truth"), "gaps_found": total("gaps", "found"), "false_gaps": total("gaps", "false"),
-            "fps_min": min(p["agent"]["fps"] for p in passes),
-            "peak_rss_mb": max(p["agent"]["peak_rss_mb"] for p in passes)}  # fmt: skip
+    return {
+        "passes": len(passes),
+        "facings": truth,
+        "abs_error": err,
+        "error_share": err / truth,
+        "matched": total("facings", "matched"),
+        "missed": total("facings", "missed"),
+        "false": total("facings", "false"),
+        "counted_twice": total("facings", "counted_twice"),
+        "label_correct": total("facings", "label_correct"),
+        "unknown": total("facings", "unknown"),
+        "gaps": total("gaps", "truth"),
+        "gaps_found": total("gaps", "found"),
+        "false_gaps": total("gaps", "false"),
+        "fps_min": min(p["agent"]["fps"] for p in passes),
+        "peak_rss_mb": max(p["agent"]["peak_rss_mb"] for p in passes),
+    }
 
 
 def main() -> None:
@@ -185,9 +251,29 @@ def main() -> None:
     res: dict[str, Any] = {"photos": len(photos), "passes": passes, "pooled": pooled(passes)}
     video = Path(passes[0]["video"]["video"])
     out = tmp / "bench.json"
-    subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(CLASSIFIER), "--detector", str(DETECTOR),
-                    "--source", str(video), "--threads", "1,2", "--runs", "150", "--warmup", "10", "--out", str(out)],
-                   cwd=REPO, check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "bench",
+            str(CLASSIFIER),
+            "--detector",
+            str(DETECTOR),
+            "--source",
+            str(video),
+            "--threads",
+            "1,2",
+            "--runs",
+            "150",
+            "--warmup",
+            "10",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+    )
     bench = json.loads(out.read_text())
     res["bench"] = bench["results"]
     print(write_report("facings", "Facing counts (detect_classify) figures", res, report_body(res, args)).read_text())
@@ -201,16 +287,24 @@ def report_body(res: dict[str, Any], args: argparse.Namespace) -> str:
         "|---" * (len(stage_names) + 3) + "|",
     ]
     for r in res["bench"]:
-        rows.append(f"| {r['threads']} | " + " | ".join(f"{r['stages'][s]['p50']:.2f}" for s in stage_names)
-                    + f" | {r['fps']:.1f} | {r['facings_per_frame']} |")  # fmt: skip
-    per_pass = ["| seed | facings | photos | count errors | error share | counted twice | label right / matched "
-                "| gaps found | false gaps | agent fps |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        rows.append(
+            f"| {r['threads']} | "
+            + " | ".join(f"{r['stages'][s]['p50']:.2f}" for s in stage_names)
+            + f" | {r['fps']:.1f} | {r['facings_per_frame']} |"
+        )
+    per_pass = [
+        "| seed | facings | photos | count errors | error share | counted twice | label right / matched "
+        "| gaps found | false gaps | agent fps |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for p in res["passes"]:
         v, c, f, g = p["video"], p["counts"], p["facings"], p["gaps"]
-        per_pass.append(f"| {v['seed']} | {v['facings']} | {v['photos']} | {c['abs_error']} | "
-                        f"{100 * c['error_share']:.1f} % | {f['counted_twice']} | "
-                        f"{f['label_correct']} / {f['matched']} | {g['found']} / {g['truth']} | {g['false']} | "
-                        f"{p['agent']['fps']} |")  # fmt: skip
+        per_pass.append(
+            f"| {v['seed']} | {v['facings']} | {v['photos']} | {c['abs_error']} | "
+            f"{100 * c['error_share']:.1f} % | {f['counted_twice']} | "
+            f"{f['label_correct']} / {f['matched']} | {g['found']} / {g['truth']} | {g['false']} | "
+            f"{p['agent']['fps']} |"
+        )
     return (
         f"{t['passes']} shelf passes (seeds {args.seed}-{args.seed + t['passes'] - 1}), each {args.seconds:g} s at "
         "10 fps, 640x480, two rows, runs of 1-5 touching identical facings, pan with zoom, bob, blur, noise, flicker "

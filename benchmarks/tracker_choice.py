@@ -44,16 +44,19 @@ def scenarios() -> dict[str, tuple[TruthShelf, list[Frame]]]:
     hard = {"jitter": 2.0, "bob": 4.0, "zoom": 0.03}
     return {
         "pan": (shelf, list(stream(shelf, pan(-100, 900, 24), seed=1, **hard))),
-        "stop_and_go": (shelf, list(stream(shelf, pan(-100, 400, 24) + still(400, 30) + pan(400, 900, 24), seed=2,
-                                           jitter=2.5, bob=4.0))),
-        "reverse": (shelf, list(stream(shelf, pan(-100, 700, 24) + pan(700, 300, 20) + pan(300, 1000, 24), seed=3,
-                                       **hard))),
-        "missed": (shelf, list(stream(shelf, pan(-100, 900, 24), seed=4, miss=lambda i, k: (i, k) in dropped,
-                                      **hard))),
+        "stop_and_go": (
+            shelf,
+            list(stream(shelf, pan(-100, 400, 24) + still(400, 30) + pan(400, 900, 24), seed=2, jitter=2.5, bob=4.0)),
+        ),
+        "reverse": (
+            shelf,
+            list(stream(shelf, pan(-100, 700, 24) + pan(700, 300, 20) + pan(300, 1000, 24), seed=3, **hard)),
+        ),
+        "missed": (shelf, list(stream(shelf, pan(-100, 900, 24), seed=4, miss=lambda i, k: (i, k) in dropped, **hard))),
         "fast_pan": (shelf, list(stream(shelf, pan(-100, 900, 40), seed=5, **hard))),
         "sparse": (sparse, list(stream(sparse, pan(-100, 1400, 24), seed=6, **hard))),
         "dense": (dense, list(stream(dense, pan(-100, 1100, 24), seed=8, **hard))),
-    }  # fmt: skip
+    }
 
 
 class FrameMode:
@@ -79,15 +82,18 @@ class Norfair:
     def reset(self) -> None:
         from norfair import Tracker
 
-        self.tracker = Tracker(distance_function="iou", distance_threshold=1 - 0.3, hit_counter_max=MAX_MISSED + 1,
-                               initialization_delay=0)  # fmt: skip
+        self.tracker = Tracker(
+            distance_function="iou", distance_threshold=1 - 0.3, hit_counter_max=MAX_MISSED + 1, initialization_delay=0
+        )
 
     def update(self, xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
         from norfair import Detection
         from norfair.camera_motion import TranslationTransformation
 
-        dets = [Detection(points=b.reshape(2, 2).astype(np.float64), scores=np.array([s, s])) for b, s in
-                zip(xyxy, scores, strict=True)]  # fmt: skip
+        dets = [
+            Detection(points=b.reshape(2, 2).astype(np.float64), scores=np.array([s, s]))
+            for b, s in zip(xyxy, scores, strict=True)
+        ]
         if self.world_transform:  # norfair's own camera motion: abs = rel - movement_vector
             ox, oy = self.offset
             transform = TranslationTransformation(np.array([-ox, -oy]))
@@ -115,8 +121,9 @@ class Roboflow:
 
         common = {"lost_track_buffer": MAX_MISSED, "frame_rate": 30.0, "minimum_consecutive_frames": 1}
         if self.kind == "bytetrack":
-            self.tracker = ByteTrackTracker(track_activation_threshold=0.3, minimum_iou_threshold=0.3,
-                                            high_conf_det_threshold=0.5, **common)  # fmt: skip
+            self.tracker = ByteTrackTracker(
+                track_activation_threshold=0.3, minimum_iou_threshold=0.3, high_conf_det_threshold=0.5, **common
+            )
         else:
             self.tracker = SORTTracker(track_activation_threshold=0.3, minimum_iou_threshold=0.3, **common)
 
@@ -151,8 +158,10 @@ def identity_errors(frames: list[Frame], ids_per_frame: list[np.ndarray]) -> dic
             if tid >= 0:
                 facings_of[tid].add(truth)
                 tracks_of[truth].add(tid)
-    return {"merged": sum(len(v) - 1 for v in facings_of.values()),
-            "split": sum(len(v) - 1 for v in tracks_of.values())}  # fmt: skip
+    return {
+        "merged": sum(len(v) - 1 for v in facings_of.values()),
+        "split": sum(len(v) - 1 for v in tracks_of.values()),
+    }
 
 
 def run(name: str, shelf: TruthShelf, frames: list[Frame]) -> dict[str, Any]:
@@ -187,8 +196,10 @@ def run(name: str, shelf: TruthShelf, frames: list[Frame]) -> dict[str, Any]:
     counted = Counter(truth_of[f.track_id].most_common(1)[0][0] for f in counter.facings if truth_of[f.track_id])
     truth = shelf.counts()
     labels = set(truth) | set(counter.counts)
-    hits = [[t for t in shelf.gaps if t.row == g.row and abs((g.x0 + g.x1 - t.x0 - t.x1) / 2) < (t.x1 - t.x0) / 2]
-            for g in counter.gaps]  # fmt: skip
+    hits = [
+        [t for t in shelf.gaps if t.row == g.row and abs((g.x0 + g.x1 - t.x0 - t.x1) / 2) < (t.x1 - t.x0) / 2]
+        for g in counter.gaps
+    ]
     boxes = [len(f.detections) for f in frames]
     return {
         "boxes_per_frame": round(float(np.mean(boxes)), 1),

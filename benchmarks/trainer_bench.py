@@ -34,18 +34,31 @@ def run(tmp: Path, name: str, cache: Path, out: Path | None = None, **kw) -> dic
     from trainer.run import TrainConfig, train
 
     cfg = TrainConfig(
-        data=str(DATA), out=str(out or tmp / name), backbone="mobilenet_v2", weights=str(WEIGHTS), cache_dir=str(cache),
-        batch_size=64, augment=AugmentConfig(views=kw.get("views", 0), camera=kw.get("camera", False)),
+        data=str(DATA),
+        out=str(out or tmp / name),
+        backbone="mobilenet_v2",
+        weights=str(WEIGHTS),
+        cache_dir=str(cache),
+        batch_size=64,
+        augment=AugmentConfig(views=kw.get("views", 0), camera=kw.get("camera", False)),
         finetune=FineTuneConfig(epochs=kw.get("ft_epochs", 0), learning_rate=kw.get("ft_lr", 1e-4)),
-    )  # fmt: skip
+    )
     t0 = time.perf_counter()
     m = train(cfg)
     wall = time.perf_counter() - t0
-    return {"test_top1": round(m["test"]["top1"], 4), "test_top5": round(m["test"]["top5"], 4),
-            "val_top1": round(m["val"]["top1"], 4), "val_top5": round(m["val"]["top5"], 4), "wall_s": round(wall, 1),
-            "timings": m["timings"], "augment_views": kw.get("views", 0), "camera": kw.get("camera", False),
-            "fine_tune_epochs": kw.get("ft_epochs", 0), "test_images": m["test"].get("images"),
-            "val_images": m["val"].get("images")}  # fmt: skip
+    return {
+        "test_top1": round(m["test"]["top1"], 4),
+        "test_top5": round(m["test"]["top5"], 4),
+        "val_top1": round(m["val"]["top1"], 4),
+        "val_top5": round(m["val"]["top5"], 4),
+        "wall_s": round(wall, 1),
+        "timings": m["timings"],
+        "augment_views": kw.get("views", 0),
+        "camera": kw.get("camera", False),
+        "fine_tune_epochs": kw.get("ft_epochs", 0),
+        "test_images": m["test"].get("images"),
+        "val_images": m["val"].get("images"),
+    }
 
 
 def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> dict:
@@ -82,9 +95,14 @@ def extraction_throughput(tmp: Path, n_images: int = 192, batch: int = 32) -> di
     # load during one loop) must not decide it either way.
     pipe, ref = float(np.mean([r[0] for r in results])), float(np.mean([r[1] for r in results]))
     ratio = float(np.median([r[0] / r[1] for r in results]))
-    return {"images": n_images, "batch": batch, "pipeline_img_s": round(pipe, 2),
-            "predict_on_batch_img_s": round(ref, 2), "ratio": round(ratio, 3),
-            "attempts": [[round(a, 2), round(b, 2)] for a, b in results]}  # fmt: skip
+    return {
+        "images": n_images,
+        "batch": batch,
+        "pipeline_img_s": round(pipe, 2),
+        "predict_on_batch_img_s": round(ref, 2),
+        "ratio": round(ratio, 3),
+        "attempts": [[round(a, 2), round(b, 2)] for a, b in results],
+    }
 
 
 def main() -> None:
@@ -102,25 +120,42 @@ def main() -> None:
         res["warm_speedup"] = round(res["augment_cold"]["wall_s"] / res["augment_warm"]["wall_s"], 2)
         if not args.skip_finetune:
             # kept in runs/ for the converter benchmark
-            res["augment_finetune"] = run(tmp, "aug-ft", tmp / "cache-b", out=REPO / "runs" / "freiburg-mnv2",
-                                          views=args.views, ft_epochs=args.ft_epochs)  # fmt: skip
+            res["augment_finetune"] = run(
+                tmp,
+                "aug-ft",
+                tmp / "cache-b",
+                out=REPO / "runs" / "freiburg-mnv2",
+                views=args.views,
+                ft_epochs=args.ft_epochs,
+            )
             # the facing classifier's recipe (shelf-camera views, fine-tuned on them too), kept in runs/ for
             # benchmarks.facing_bench; its old bundle goes so that the facing bench converts this one
-            res["camera_finetune"] = run(tmp, "cam-ft", tmp / "cache-c", out=REPO / "runs" / "freiburg-mnv2-camft",
-                                         views=args.views, camera=True, ft_epochs=args.ft_epochs)  # fmt: skip
+            res["camera_finetune"] = run(
+                tmp,
+                "cam-ft",
+                tmp / "cache-c",
+                out=REPO / "runs" / "freiburg-mnv2-camft",
+                views=args.views,
+                camera=True,
+                ft_epochs=args.ft_epochs,
+            )
             shutil.rmtree(REPO / "runs" / "bundles" / "freiburg-mnv2-camft-int8", ignore_errors=True)
         res["inception_extraction"] = extraction_throughput(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    rows = ["| run | **test top-1** | test top-5 | val top-1 (early stopping ran on it) | wall (s) |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| run | **test top-1** | test top-5 | val top-1 (early stopping ran on it) | wall (s) |",
+        "|---|---|---|---|---|",
+    ]
     for key in ("head_only", "augment_cold", "augment_warm", "augment_finetune", "camera_finetune"):
         if key in res:
             r = res[key]
             cam = ", shelf-camera views" if r["camera"] else ""
-            rows.append(f"| {key} (views {r['augment_views']}{cam}, fine-tune epochs {r['fine_tune_epochs']}) | "
-                        f"**{100 * r['test_top1']:.2f} %** | {100 * r['test_top5']:.2f} % | "
-                        f"{100 * r['val_top1']:.2f} % | {r['wall_s']} |")  # fmt: skip
+            rows.append(
+                f"| {key} (views {r['augment_views']}{cam}, fine-tune epochs {r['fine_tune_epochs']}) | "
+                f"**{100 * r['test_top1']:.2f} %** | {100 * r['test_top5']:.2f} % | "
+                f"{100 * r['val_top1']:.2f} % | {r['wall_s']} |"
+            )
     first = res["head_only"]
     ex = res["inception_extraction"]
     body = (

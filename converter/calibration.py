@@ -39,8 +39,9 @@ def pick_images(source: str | Path | list[Path], count: int, seed: int = 0) -> l
         idx = np.random.default_rng(seed).choice(len(images), count, replace=False)
         images = [images[i] for i in sorted(idx)]
     if len(images) < MIN_RECOMMENDED:
-        log.warning("only %d calibration images (at least %d recommended): int8 ranges may be off",
-                    len(images), MIN_RECOMMENDED)  # fmt: skip
+        log.warning(
+            "only %d calibration images (at least %d recommended): int8 ranges may be off", len(images), MIN_RECOMMENDED
+        )
     return images
 
 

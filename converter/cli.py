@@ -29,17 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", nargs="?", help="shelfscan-train run directory (model.keras, labels.txt, ...)")
     p.add_argument("--out", help="directory for the bundles and comparison.{md,json}")
-    p.add_argument("--variants", default="fp32,fp16,dynamic,int8",
-                   help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw")  # fmt: skip
+    p.add_argument(
+        "--variants", default="fp32,fp16,dynamic,int8", help="comma-separated, from: fp32,fp16,dynamic,int8,int8-pw"
+    )
     p.add_argument("--io", choices=["uint8", "int8", "float32"], default="uint8", help="int8 variant input/output type")
-    p.add_argument("--calibration", help="images for int8 calibration (default: the run's train split; "
-                   "detectors: shelves composed from them)")  # fmt: skip
+    p.add_argument(
+        "--calibration",
+        help="images for int8 calibration (default: the run's train split; detectors: shelves composed from them)",
+    )
     p.add_argument("--calibration-count", type=int, default=300)
-    p.add_argument("--eval", help="what every variant is evaluated and gated on: 'test' or 'val' (the run's split), "
-                   "or a folder-per-class tree; default: the run's test split, else its val split (with a warning); "
-                   "detectors: a composed set with shelves.json")  # fmt: skip
-    p.add_argument("--max-drop", type=float, default=1.0,
-                   help="allowed drop in points vs Keras: top-1, or AP50 for detectors (default 1.0)")  # fmt: skip
+    p.add_argument(
+        "--eval",
+        help="what every variant is evaluated and gated on: 'test' or 'val' (the run's split), "
+        "or a folder-per-class tree; default: the run's test split, else its val split (with a warning); "
+        "detectors: a composed set with shelves.json",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=1.0,
+        help="allowed drop in points vs Keras: top-1, or AP50 for detectors (default 1.0)",
+    )
     p.add_argument("--name", help="bundle name (default: the run directory's name)")
     p.add_argument("--version", default=datetime.now(timezone.utc).strftime("%Y.%m.%d-%H%M"), help="bundle version")
     p.add_argument("--sign-key", help="ed25519 private key (PEM) to sign every bundle with")
@@ -110,16 +120,38 @@ def convert(args: argparse.Namespace) -> int:
         dest = out / f"{name}-{v.name}"
         trainer_val = {k: run.metrics.get("val", {}).get(k) for k in ("top1", "top5", "ap50", "ap50_95")}
         prov = {"source_model_sha256": run.model_sha256, "training": training, "metrics": {"trainer_val": trainer_val}}
-        write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
-                     variant=v.name, provenance=prov, overwrite=True, **task_fields)  # fmt: skip
+        write_bundle(
+            dest,
+            flatbuffer,
+            run.labels,
+            run.spec,
+            name=name,
+            version=args.version,
+            backbone=run.backbone,
+            variant=v.name,
+            provenance=prov,
+            overwrite=True,
+            **task_fields,
+        )
         if detector:
             evaluation = detect.evaluate_detector_variant(dest, eval_set, args.bench_runs)
         else:
             evaluation = evaluate_variant(dest, evals.items if evals else None, keras_top1, args.bench_runs)
         rows[v.name] = {"export_s": round(seconds, 1), **evaluation}
         prov["metrics"] |= {"edge_eval": rows[v.name], "keras_eval": keras}
-        write_bundle(dest, flatbuffer, run.labels, run.spec, name=name, version=args.version, backbone=run.backbone,
-                     variant=v.name, provenance=prov, overwrite=True, **task_fields)  # fmt: skip
+        write_bundle(
+            dest,
+            flatbuffer,
+            run.labels,
+            run.spec,
+            name=name,
+            version=args.version,
+            backbone=run.backbone,
+            variant=v.name,
+            provenance=prov,
+            overwrite=True,
+            **task_fields,
+        )
         if args.sign_key:
             log.info("signed %s with key %s", dest, sign_bundle(dest, args.sign_key))
     metric = "AP50" if detector else "top-1"
@@ -129,19 +161,29 @@ def convert(args: argparse.Namespace) -> int:
     else:
         failed = gate(rows, keras["top1"] if keras else None, args.max_drop)
         table = markdown_table(rows, keras)
-    doc = {"run_dir": str(run.root), "task": run.task, "converter_version": __version__, "keras": keras,
-           "variants": rows, "gate_metric": metric, "max_drop_points": args.max_drop,
-           "eval_split": evals.split if evals else ("composed" if eval_set else None),
-           "eval_source": evals.source if evals else (str(eval_dir) if eval_set else None),
-           "gate_failed": failed}  # fmt: skip
+    doc = {
+        "run_dir": str(run.root),
+        "task": run.task,
+        "converter_version": __version__,
+        "keras": keras,
+        "variants": rows,
+        "gate_metric": metric,
+        "max_drop_points": args.max_drop,
+        "eval_split": evals.split if evals else ("composed" if eval_set else None),
+        "eval_source": evals.source if evals else (str(eval_dir) if eval_set else None),
+        "gate_failed": failed,
+    }
     (out / "comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
     if evals:
         table = f"Evaluated on {evals.source}.\n\n{table}"
     (out / "comparison.md").write_text(f"# {name}: TFLite variants\n\n{table}\n")
     print(json.dumps(doc, indent=2) if args.json else table)
     if failed:
-        print(f"shelfscan-convert: accuracy gate failed: {', '.join(failed)} lost more than {args.max_drop} "
-              f"{metric} points against the Keras model", file=sys.stderr)  # fmt: skip
+        print(
+            f"shelfscan-convert: accuracy gate failed: {', '.join(failed)} lost more than {args.max_drop} "
+            f"{metric} points against the Keras model",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -53,14 +53,19 @@ def runtime_row(
     }
 
 
-def evaluate_variant(bundle: Path, items: list[tuple[Path, str]] | None, keras_top1: dict[str, int],
-                     runs: int) -> dict[str, Any]:  # fmt: skip
+def evaluate_variant(
+    bundle: Path, items: list[tuple[Path, str]] | None, keras_top1: dict[str, int], runs: int
+) -> dict[str, Any]:
     clf, row = runtime_row(bundle, runs)
     if items is not None:
         ev, results = evaluate_items(clf, items, k=5)
         agree = [r.predictions[0].index == keras_top1[r.path] for r in results if not r.error and r.path in keras_top1]
-        row |= {"top1": round(ev.top1, 4), "top5": round(ev.top5, 4), "images": ev.total,
-                "agreement": round(float(np.mean(agree)), 4) if agree else None}  # fmt: skip
+        row |= {
+            "top1": round(ev.top1, 4),
+            "top5": round(ev.top5, 4),
+            "images": ev.total,
+            "agreement": round(float(np.mean(agree)), 4) if agree else None,
+        }
     return row
 
 
@@ -83,7 +88,16 @@ def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None
 
     for name, r in rows.items():
         ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
-        cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, pct(r, "top1"), pct(r, "top5"), pct(r, "agreement"),
-                 str(r["load_ms"]), str(r["invoke_ms_1t"]), str(r["invoke_ms_2t"])]  # fmt: skip
+        cells = [
+            name,
+            f"{r['size_bytes'] / 1e6:.2f}",
+            ratio,
+            pct(r, "top1"),
+            pct(r, "top5"),
+            pct(r, "agreement"),
+            str(r["load_ms"]),
+            str(r["invoke_ms_1t"]),
+            str(r["invoke_ms_2t"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

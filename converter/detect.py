@@ -99,11 +99,20 @@ def keras_reference(run: Any, eval_set: EvalSet) -> dict[str, Any]:
         frame = read_image(path)
         heat, boxes = run.model(pre.from_bgr(frame), training=False)
         fmap = frame_map(frame.shape[0], frame.shape[1], run.spec)
-        predictions.append(decode_centernet(np.asarray(heat), np.asarray(boxes), det["stride"], fmap,
-                                            score_threshold=EVAL_SCORE_FLOOR, nms_iou=det["nms_iou"],
-                                            max_detections=det["max_detections"]))  # fmt: skip
-    return _summary(detection_report(predictions, eval_set.boxes, det["score_threshold"], eval_set.whole,
-                                     eval_set.sizes))  # fmt: skip
+        predictions.append(
+            decode_centernet(
+                np.asarray(heat),
+                np.asarray(boxes),
+                det["stride"],
+                fmap,
+                score_threshold=EVAL_SCORE_FLOOR,
+                nms_iou=det["nms_iou"],
+                max_detections=det["max_detections"],
+            )
+        )
+    return _summary(
+        detection_report(predictions, eval_set.boxes, det["score_threshold"], eval_set.whole, eval_set.sizes)
+    )
 
 
 def evaluate_detector_variant(bundle: Path, eval_set: EvalSet | None, runs: int) -> dict[str, Any]:
@@ -129,8 +138,10 @@ def gate(rows: dict[str, dict[str, Any]], keras_ap50: float | None, max_drop_poi
 
 
 def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
-    head = ("| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | whole facings | load (ms) "
-            "| invoke 1t (ms) | invoke 2t (ms) |")  # fmt: skip
+    head = (
+        "| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | whole facings | load (ms) "
+        "| invoke 1t (ms) | invoke 2t (ms) |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     base = rows.get("fp32", {}).get("size_bytes")
 
@@ -138,14 +149,25 @@ def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None
         return format(r[k], fmt) if r.get(k) is not None else "—"
 
     if keras:
-        cells = [num(keras, k, f) for k, f in (("ap50", ".4f"), ("ap50_95", ".4f"), ("count_mae", ".3f"),
-                                                ("count_mae_whole", ".3f"))]  # fmt: skip
+        cells = [
+            num(keras, k, f)
+            for k, f in (("ap50", ".4f"), ("ap50_95", ".4f"), ("count_mae", ".3f"), ("count_mae_whole", ".3f"))
+        ]
         lines.append("| keras | — | — | " + " | ".join(cells) + " | — | — | — |")
 
     for name, r in rows.items():
         ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
-        cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, num(r, "ap50", ".4f"), num(r, "ap50_95", ".4f"),
-                 num(r, "count_mae", ".3f"), num(r, "count_mae_whole", ".3f"), str(r["load_ms"]),
-                 str(r["invoke_ms_1t"]), str(r["invoke_ms_2t"])]  # fmt: skip
+        cells = [
+            name,
+            f"{r['size_bytes'] / 1e6:.2f}",
+            ratio,
+            num(r, "ap50", ".4f"),
+            num(r, "ap50_95", ".4f"),
+            num(r, "count_mae", ".3f"),
+            num(r, "count_mae_whole", ".3f"),
+            str(r["load_ms"]),
+            str(r["invoke_ms_1t"]),
+            str(r["invoke_ms_2t"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,8 +38,13 @@ def run_splits(run: TrainedRun) -> dict[str, list[tuple[Path, str]]]:
     cfg = run.config
     if not cfg.get("data"):
         raise ShelfscanError(f"{run.root}: config.json names no data folder; pass --eval DIR and --calibration DIR")
-    ds = load_dataset(cfg["data"], csv_path=cfg.get("csv"), val_pct=cfg.get("val_pct", 10.0),
-                      test_pct=cfg.get("test_pct", 0.0), verify=False)  # fmt: skip
+    ds = load_dataset(
+        cfg["data"],
+        csv_path=cfg.get("csv"),
+        val_pct=cfg.get("val_pct", 10.0),
+        test_pct=cfg.get("test_pct", 0.0),
+        verify=False,
+    )
     return {name: [(s.path, ds.classes[s.label]) for s in samples] for name, samples in ds.splits.items()}
 
 
@@ -62,8 +67,10 @@ def eval_images(run: TrainedRun, choice: str | None) -> EvalImages | None:
         if splits.get(name):
             note = "held out: nothing was tuned on it" if name == "test" else "used for early stopping and selection"
             if name == "val":
-                log.warning("the run has no test split: gating on val, which the trainer tuned on "
-                            "(train with --test-pct to hold one out)")  # fmt: skip
+                log.warning(
+                    "the run has no test split: gating on val, which the trainer tuned on "
+                    "(train with --test-pct to hold one out)"
+                )
             return EvalImages(splits[name], name, f"the run's {name} split ({len(splits[name])} images; {note})")
     raise ShelfscanError(f"--eval {choice}: the run has no {choice} split (train with --test-pct)")
 

@@ -32,10 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--group", help="every device with this name in device.groups")
     target.add_argument("--fleet", action="store_true", help="every device under --prefix")
     p.add_argument("--prefix", default="shelfscan", help="topic prefix of the devices (device.prefix)")
-    p.add_argument("--role", choices=["auto", "classifier", "detector"], default="auto",
-                   help="which model it replaces (default: from the bundle's task)")  # fmt: skip
-    p.add_argument("--url", metavar="HTTPS_URL", help="serve the archive from here instead of the broker (write it "
-                   "with --archive first); verified the same way")  # fmt: skip
+    p.add_argument(
+        "--role",
+        choices=["auto", "classifier", "detector"],
+        default="auto",
+        help="which model it replaces (default: from the bundle's task)",
+    )
+    p.add_argument(
+        "--url",
+        metavar="HTTPS_URL",
+        help="serve the archive from here instead of the broker (write it with --archive first); verified the same way",
+    )
     p.add_argument("--archive", metavar="FILE", help="also write the archive to FILE (for --url)")
     p.add_argument("--clear", action="store_true", help="remove the desired model for the target (no BUNDLE)")
     p.add_argument("--json", action="store_true", help="print what was published as JSON")
@@ -60,9 +67,16 @@ def desired_document(bundle: Path, role: str, archive: bytes, prefix: str, url: 
     from edge.rollout import archive_topic
 
     m = load_bundle(bundle).manifest
-    doc: dict[str, Any] = {"schema": "shelfscan.desired_model", "schema_version": 1, "role": role, "name": m.name,
-                           "version": m.version, "archive_sha256": sha256_hex(archive),
-                           "archive_bytes": len(archive), "published": rfc3339()}  # fmt: skip
+    doc: dict[str, Any] = {
+        "schema": "shelfscan.desired_model",
+        "schema_version": 1,
+        "role": role,
+        "name": m.name,
+        "version": m.version,
+        "archive_sha256": sha256_hex(archive),
+        "archive_bytes": len(archive),
+        "published": rfc3339(),
+    }
     if url:
         doc["url"] = url
     else:
@@ -89,8 +103,10 @@ def publish(args: argparse.Namespace) -> int:
         bundle = Path(args.bundle)
         loaded = load_bundle(bundle)  # the same checks an agent makes, before anything is published
         if not (bundle / "signature.json").is_file():
-            raise ShelfscanError(f"{bundle}: unsigned bundle: agents take only signed ones (shelfscan-convert "
-                                 "--sign-key, or edge.signing)")  # fmt: skip
+            raise ShelfscanError(
+                f"{bundle}: unsigned bundle: agents take only signed ones (shelfscan-convert "
+                "--sign-key, or edge.signing)"
+            )
         if args.role == "auto":
             role = "detector" if loaded.manifest.task == "detect" else "classifier"
         archive = pack_bundle(bundle)
@@ -124,8 +140,10 @@ def publish(args: argparse.Namespace) -> int:
         print(f"cleared the desired {role} at {desired}")
     else:
         where = args.url or doc["archive_topic"]
-        print(f"published {doc['name']} {doc['version']} ({role}, {doc['archive_bytes'] / 1e6:.2f} MB, sha256 "
-              f"{doc['archive_sha256'][:16]}...) at {where}\ndesired {role}: {desired}")  # fmt: skip
+        print(
+            f"published {doc['name']} {doc['version']} ({role}, {doc['archive_bytes'] / 1e6:.2f} MB, sha256 "
+            f"{doc['archive_sha256'][:16]}...) at {where}\ndesired {role}: {desired}"
+        )
     return 0
 
 

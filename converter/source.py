@@ -72,5 +72,12 @@ def load_run(run_dir: str | Path) -> TrainedRun:
             f"{root}: model input {model.input_shape[1:3]} != preprocessing {spec.height}x{spec.width}"
         )
 
-    return TrainedRun(root, model, labels, spec, config, read_json(root, "metrics.json"),
-                      hashlib.sha256(path.read_bytes()).hexdigest())  # fmt: skip
+    return TrainedRun(
+        root,
+        model,
+        labels,
+        spec,
+        config,
+        read_json(root, "metrics.json"),
+        hashlib.sha256(path.read_bytes()).hexdigest(),
+    )

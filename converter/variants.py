@@ -92,6 +92,11 @@ def export(variant: Variant, model: Any, data: Representative | None, io_type: s
     raw = len(flatbuffer)
     flatbuffer = compact_tflite(flatbuffer, variant.rewrite)
     seconds = time.perf_counter() - start
-    log.info("export %s: %.2f MB (%.1f %% smaller compacted) in %.1f s", variant.name, len(flatbuffer) / 1e6,
-             100 * (1 - len(flatbuffer) / raw), seconds)  # fmt: skip
+    log.info(
+        "export %s: %.2f MB (%.1f %% smaller compacted) in %.1f s",
+        variant.name,
+        len(flatbuffer) / 1e6,
+        100 * (1 - len(flatbuffer) / raw),
+        seconds,
+    )
     return flatbuffer, seconds

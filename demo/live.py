@@ -27,8 +27,10 @@ def facing_line(n: int, doc: dict[str, Any]) -> str:
 
 def gap_line(n: int, doc: dict[str, Any]) -> str:
     """One out-of-stock gap, as the live view prints it."""
-    return (f"gap    #{n:<3} row {doc['row']}  {doc['width_facings']:.1f} facings wide, between "
-            f"{doc['left_label']} and {doc['right_label']}")  # fmt: skip
+    return (
+        f"gap    #{n:<3} row {doc['row']}  {doc['width_facings']:.1f} facings wide, between "
+        f"{doc['left_label']} and {doc['right_label']}"
+    )
 
 
 class LiveView:
@@ -64,8 +66,9 @@ class LiveView:
             self._print(f"agent error: {doc.get('error')}")
         elif kind == "status" and (doc.get("state"), doc.get("source")) != self._last_status:
             self._last_status = (doc.get("state"), doc.get("source"))
-            self._print(f"agent {doc.get('state')} (source: {doc.get('source', '-')}, pipeline: "
-                        f"{doc.get('pipeline', '-')})")  # fmt: skip
+            self._print(
+                f"agent {doc.get('state')} (source: {doc.get('source', '-')}, pipeline: {doc.get('pipeline', '-')})"
+            )
         elif kind == "counts" and doc.get("final") and not self._stale(doc):
             self.final = doc
             self._final.set()

@@ -187,8 +187,9 @@ def background_photo(size: int, rng: np.random.Generator, neighbour: np.ndarray 
     return light(img, rng)
 
 
-def generate(root: Path, per_class: dict[str, int], size: int = 160, seed: int = 0,
-             products: tuple[Product, ...] = CATALOGUE) -> dict[str, int]:  # fmt: skip
+def generate(
+    root: Path, per_class: dict[str, int], size: int = 160, seed: int = 0, products: tuple[Product, ...] = CATALOGUE
+) -> dict[str, int]:
     """Write ``root/<split>/<class>/*.jpg`` for splits in ``per_class`` (e.g. train=60, val=15, test=4).
 
     Each split uses its own random stream, so the held-out images are never near-copies of
@@ -202,8 +203,11 @@ def generate(root: Path, per_class: dict[str, int], size: int = 160, seed: int =
             (root / split / name).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             for p in products:
-                cv2.imwrite(str(root / split / p.name / f"{p.name}_{i:04d}.jpg"), product_photo(p, size, rng),
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])  # fmt: skip
+                cv2.imwrite(
+                    str(root / split / p.name / f"{p.name}_{i:04d}.jpg"),
+                    product_photo(p, size, rng),
+                    [cv2.IMWRITE_JPEG_QUALITY, 92],
+                )
             neighbour = product_photo(products[int(rng.integers(len(products)))], size, rng)
             bg = background_photo(size, rng, neighbour if rng.random() < 0.75 else None)
             cv2.imwrite(

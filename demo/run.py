@@ -49,10 +49,25 @@ CAMERA_VIEWS = ("--augment-views", "1", "--augment-camera")
 # on so few shelves it needs small batches: more steps per epoch (DETECTOR_BATCH). Its boxes keep
 # tightening to epoch 20 (600 shelves: val AP50:95 0.73 after 12 epochs, 0.79 after 20; boxes on the
 # pass 7 % too wide after 12, 4 % after 20), and a box too wide narrows the gap beside it.
-DEFAULTS: dict[str, Any] = {"per_class": 100, "calibration_count": 100, "train_shelves": 600, "val_shelves": 60,
-                            "detector_epochs": 20, "eval_shelves": 60, "seconds": 60.0}  # fmt: skip
-QUICK: dict[str, Any] = {"per_class": 80, "calibration_count": 50, "train_shelves": 300, "val_shelves": 30,
-                         "detector_epochs": 12, "eval_shelves": 20, "seconds": 25.0, "input_size": 160}  # fmt: skip
+DEFAULTS: dict[str, Any] = {
+    "per_class": 100,
+    "calibration_count": 100,
+    "train_shelves": 600,
+    "val_shelves": 60,
+    "detector_epochs": 20,
+    "eval_shelves": 60,
+    "seconds": 60.0,
+}
+QUICK: dict[str, Any] = {
+    "per_class": 80,
+    "calibration_count": 50,
+    "train_shelves": 300,
+    "val_shelves": 30,
+    "detector_epochs": 12,
+    "eval_shelves": 20,
+    "seconds": 25.0,
+    "input_size": 160,
+}
 
 
 class StageError(Exception):
@@ -67,26 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=env("DATA") or None, help="real folder-per-class dataset (DATA); default: generated"
     )
     p.add_argument("--limit", type=int, default=int(env("LIMIT", "80")), help="DATA: training images per class (LIMIT)")
-    p.add_argument("--weights", default=env("WEIGHTS") or None,
-                   help="classifier backbone: imagenet | none | .h5 (WEIGHTS); default: imagenet when cached or "
-                   "reachable, else the shared MobileNetV2 file (mobilenet_v2 only), else none")  # fmt: skip
-    p.add_argument("--detector-weights", default=env("DETECTOR_WEIGHTS") or None,
-                   help="detector MobileNetV2: imagenet | none | .h5 (DETECTOR_WEIGHTS); default: imagenet when "
-                   "cached or reachable, else the MobileNetV2 file in $SHELFSCAN_SHARED or ../shared")  # fmt: skip
+    p.add_argument(
+        "--weights",
+        default=env("WEIGHTS") or None,
+        help="classifier backbone: imagenet | none | .h5 (WEIGHTS); default: imagenet when cached or "
+        "reachable, else the shared MobileNetV2 file (mobilenet_v2 only), else none",
+    )
+    p.add_argument(
+        "--detector-weights",
+        default=env("DETECTOR_WEIGHTS") or None,
+        help="detector MobileNetV2: imagenet | none | .h5 (DETECTOR_WEIGHTS); default: imagenet when "
+        "cached or reachable, else the MobileNetV2 file in $SHELFSCAN_SHARED or ../shared",
+    )
     p.add_argument("--backbone", default=env("BACKBONE", "inception_v3"), help="classifier backbone (BACKBONE)")
-    p.add_argument("--input-size", type=int, default=int(env("INPUT_SIZE", "0")) or None,
-                   help="classifier input size (INPUT_SIZE)")  # fmt: skip
+    p.add_argument(
+        "--input-size", type=int, default=int(env("INPUT_SIZE", "0")) or None, help="classifier input size (INPUT_SIZE)"
+    )
     p.add_argument("--mqtt-url", default=env("MQTT_URL") or None, help="use this broker (MQTT_URL) instead of amqtt")
     p.add_argument("--per-class", type=int, help="generated training images per class (default 100; quick 80)")
     p.add_argument("--calibration-count", type=int, help="int8 calibration images or shelves (default 100; quick 50)")
     p.add_argument("--train-shelves", type=int, help="detector training shelves (default 600; quick 300)")
     p.add_argument("--val-shelves", type=int, help="detector validation shelves (default 60; quick 30)")
     p.add_argument("--detector-epochs", type=int, help="detector epochs (default 20; quick 12)")
-    p.add_argument("--eval-shelves", type=int, help="shelves composed from val photos to rate the int8 detector "
-                   "(default 60; quick 20)")  # fmt: skip
+    p.add_argument(
+        "--eval-shelves",
+        type=int,
+        help="shelves composed from val photos to rate the int8 detector (default 60; quick 20)",
+    )
     p.add_argument("--seconds", type=float, help="length of the shelf pass at 10 fps (default 60; quick 25)")
-    p.add_argument("--quick", action="store_true",
-                   help="fewer images and shelves, a 160 px classifier, a 25 s pass (the CI version)")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer images and shelves, a 160 px classifier, a 25 s pass (the CI version)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -106,8 +134,9 @@ def run_cli(args: list[str], what: str, ok: tuple[int, ...] = (0,)) -> int:
     return rc
 
 
-def agent_config(path: Path, bundle: Path, detector: Path, video: Path, state: Path, host: str, port: int,
-                 fps: float) -> None:  # fmt: skip
+def agent_config(
+    path: Path, bundle: Path, detector: Path, video: Path, state: Path, host: str, port: int, fps: float
+) -> None:
     path.write_text(f"""# written by the demo (python -m demo); see docs/configuration.md
 [device]
 id = "{DEVICE}"
@@ -153,8 +182,9 @@ def make_data(args: argparse.Namespace, work: Path) -> Path:
     else:
         data = work / "data"
         test = 6 if args.quick else 10  # photos the pass is made of, per class
-        generate(data, {"train": args.per_class, "val": max(args.per_class // 4, 6), "test": test}, size=160,
-                 seed=args.seed)  # fmt: skip
+        generate(
+            data, {"train": args.per_class, "val": max(args.per_class // 4, 6), "test": test}, size=160, seed=args.seed
+        )
     product_tree(data, work / "facings")
     return data
 
@@ -163,8 +193,21 @@ def train_classifier(args: argparse.Namespace, data: Path, work: Path, summary: 
     """Stages 2 and 3: shelfscan-train, then an int8 bundle through shelfscan-convert."""
     t = stage(2, f"train the {args.backbone} classifier (shelfscan-train)")
     weights = weights_for(args.weights, args.backbone, "classifier", bool(args.data))
-    cmd = ["trainer.cli", str(data), "--out", str(work / "run"), "--backbone", args.backbone, "--weights", weights,
-           "--cache-dir", str(work / "cache"), "--seed", str(args.seed), *CAMERA_VIEWS]  # fmt: skip
+    cmd = [
+        "trainer.cli",
+        str(data),
+        "--out",
+        str(work / "run"),
+        "--backbone",
+        args.backbone,
+        "--weights",
+        weights,
+        "--cache-dir",
+        str(work / "cache"),
+        "--seed",
+        str(args.seed),
+        *CAMERA_VIEWS,
+    ]
     if args.input_size:
         cmd += ["--input-size", str(args.input_size)]
     run_cli(cmd, "classifier training")
@@ -172,9 +215,26 @@ def train_classifier(args: argparse.Namespace, data: Path, work: Path, summary: 
     summary["times_s"]["train"] = round(time.monotonic() - t)
 
     t = stage(3, "convert the classifier to an int8 bundle, evaluated through the edge runtime (shelfscan-convert)")
-    rc = run_cli(["converter.cli", str(work / "run"), "--out", str(work / "bundles"), "--variants", "int8",
-                  "--eval", str(data / "val"), "--calibration-count", str(args.calibration_count), "--name", "demo",
-                  "--bench-runs", "10"], "classifier conversion", ok=(0, 1))  # fmt: skip
+    rc = run_cli(
+        [
+            "converter.cli",
+            str(work / "run"),
+            "--out",
+            str(work / "bundles"),
+            "--variants",
+            "int8",
+            "--eval",
+            str(data / "val"),
+            "--calibration-count",
+            str(args.calibration_count),
+            "--name",
+            "demo",
+            "--bench-runs",
+            "10",
+        ],
+        "classifier conversion",
+        ok=(0, 1),
+    )
     if rc == 1:
         print("demo: note: the int8 classifier failed the 1-point accuracy gate; the demo goes on with it", flush=True)
     summary["classifier_top1"] = _variant(work / "bundles", "top1")
@@ -188,22 +248,70 @@ def train_detector(args: argparse.Namespace, work: Path, summary: dict[str, Any]
     facings = work / "facings"
     t = stage(4, "train the facing detector on composed shelves (shelfscan-train --task detect)")
     weights = weights_for(args.detector_weights, DETECTOR_BACKBONE, "detector", bool(args.data))
-    run_cli(["trainer.cli", str(facings), "--task", "detect", "--out", str(work / "detector-run"), "--weights",
-             weights, "--train-shelves", str(args.train_shelves), "--val-shelves", str(args.val_shelves),
-             "--epochs", str(args.detector_epochs), "--batch-size", str(DETECTOR_BATCH), "--seed", str(args.seed)],
-            "detector training")  # fmt: skip
+    run_cli(
+        [
+            "trainer.cli",
+            str(facings),
+            "--task",
+            "detect",
+            "--out",
+            str(work / "detector-run"),
+            "--weights",
+            weights,
+            "--train-shelves",
+            str(args.train_shelves),
+            "--val-shelves",
+            str(args.val_shelves),
+            "--epochs",
+            str(args.detector_epochs),
+            "--batch-size",
+            str(DETECTOR_BATCH),
+            "--seed",
+            str(args.seed),
+        ],
+        "detector training",
+    )
     summary["weights"]["detector"] = weights
     summary["times_s"]["train_detector"] = round(time.monotonic() - t)
 
-    t = stage(5, "convert the detector to an int8 bundle, rated on shelves composed from val photos "
-              "(shelfscan-convert)")  # fmt: skip
+    t = stage(
+        5, "convert the detector to an int8 bundle, rated on shelves composed from val photos (shelfscan-convert)"
+    )
     shelves = work / "detector-eval"
     photos = next(facings / s for s in ("val", "test", "train") if (facings / s).is_dir())  # DATA= may lack val/
-    run_cli(["trainer.cli", str(photos), "--compose", str(args.eval_shelves), "--seed",
-             str(101 + args.seed), "--out", str(shelves)], "composing the evaluation shelves")  # fmt: skip
-    rc = run_cli(["converter.cli", str(work / "detector-run"), "--out", str(work / "detector-bundles"), "--variants",
-                  "int8", "--eval", str(shelves), "--calibration-count", str(args.calibration_count), "--name",
-                  "demo-facings", "--bench-runs", "10"], "detector conversion", ok=(0, 1))  # fmt: skip
+    run_cli(
+        [
+            "trainer.cli",
+            str(photos),
+            "--compose",
+            str(args.eval_shelves),
+            "--seed",
+            str(101 + args.seed),
+            "--out",
+            str(shelves),
+        ],
+        "composing the evaluation shelves",
+    )
+    rc = run_cli(
+        [
+            "converter.cli",
+            str(work / "detector-run"),
+            "--out",
+            str(work / "detector-bundles"),
+            "--variants",
+            "int8",
+            "--eval",
+            str(shelves),
+            "--calibration-count",
+            str(args.calibration_count),
+            "--name",
+            "demo-facings",
+            "--bench-runs",
+            "10",
+        ],
+        "detector conversion",
+        ok=(0, 1),
+    )
     if rc == 1:
         print("demo: note: the int8 detector failed the 1-point AP50 gate; the demo goes on with it", flush=True)
     summary["detector_ap50"] = ap50 = _variant(work / "detector-bundles", "ap50")
@@ -228,21 +336,32 @@ def render(args: argparse.Namespace, data: Path, work: Path) -> tuple[Path, dict
     from trainer.shelf_video import PassSpec, render_pass
 
     photos = held_out(data)
-    library = PhotoLibrary([(label, p) for label, paths in sorted(photos.items()) for p in paths],
-                           f"{data.name} (held out)")  # fmt: skip
+    library = PhotoLibrary(
+        [(label, p) for label, paths in sorted(photos.items()) for p in paths], f"{data.name} (held out)"
+    )
     spec = replace(PassSpec(), seconds=args.seconds, seed=args.seed)
     video = work / "video" / "shelf.mp4"
     truth = render_pass(library, video, spec)
     n = sum(truth["totals"]["facings"].values())
-    print(f"{video}: {truth['frames']} frames {truth['width']}x{truth['height']} at {truth['fps']:g} fps, "
-          f"{truth['totals']['rows']} rows, {n} facings ({len(truth['totals']['facings'])} products in runs of "
-          f"{spec.run_length[0]}-{spec.run_length[1]}), {truth['totals']['gaps']} empty slots, a "
-          f"{spec.stop_seconds:g} s stop; truth in {video.with_suffix('.json')}", flush=True)  # fmt: skip
+    print(
+        f"{video}: {truth['frames']} frames {truth['width']}x{truth['height']} at {truth['fps']:g} fps, "
+        f"{truth['totals']['rows']} rows, {n} facings ({len(truth['totals']['facings'])} products in runs of "
+        f"{spec.run_length[0]}-{spec.run_length[1]}), {truth['totals']['gaps']} empty slots, a "
+        f"{spec.stop_seconds:g} s stop; truth in {video.with_suffix('.json')}",
+        flush=True,
+    )
     return video, truth
 
 
-def run_agent(args: argparse.Namespace, work: Path, bundles: tuple[Path, Path], video: Path, truth: dict[str, Any],
-              url: Any, summary: dict[str, Any]) -> bool:  # fmt: skip
+def run_agent(
+    args: argparse.Namespace,
+    work: Path,
+    bundles: tuple[Path, Path],
+    video: Path,
+    truth: dict[str, Any],
+    url: Any,
+    summary: dict[str, Any],
+) -> bool:
     """Stage 8: the agent on the video, the live view, then the fleet, the counts table and the shelf map."""
     t = stage(8, f"agent (detect_classify) on the shelf pass, live facings and gaps from {PREFIX}/{DEVICE}/#")
     cfg = work / "agent.toml"
@@ -252,8 +371,12 @@ def run_agent(args: argparse.Namespace, work: Path, bundles: tuple[Path, Path], 
     try:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(work / "agent.log", "wb") as log_fh:
-            agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
-                                     stdout=log_fh, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
             try:
                 rc = agent.wait(timeout=120 + 2 * truth["frames"])  # 0.5 fps would be very slow hardware
             except subprocess.TimeoutExpired:
@@ -268,10 +391,14 @@ def run_agent(args: argparse.Namespace, work: Path, bundles: tuple[Path, Path], 
         (work / "scan.json").write_text(json.dumps({"facings": view.facings, "gaps": view.gaps}, indent=1) + "\n")
         evidence = check_evidence(view.facings, view.evidence, work / "state" / "evidence")
         result = score(truth, final["counts"], view.facings, view.gaps, evidence)
-        print(f"\nfacings per label and gaps, scan {final['scan_id']} vs the truth of the shelf pass:\n"
-              f"{table(result)}")  # fmt: skip
-        summary |= {"scan_id": final["scan_id"], "counted": final["counts"], "agent_gaps": final.get("gaps"),
-                    "truth": truth["totals"], **result}  # fmt: skip
+        print(f"\nfacings per label and gaps, scan {final['scan_id']} vs the truth of the shelf pass:\n{table(result)}")
+        summary |= {
+            "scan_id": final["scan_id"],
+            "counted": final["counts"],
+            "agent_gaps": final.get("gaps"),
+            "truth": truth["totals"],
+            **result,
+        }
     finally:
         if agent is not None and agent.poll() is None:
             agent.kill()
@@ -307,8 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         t = stage(1, "data")
         data = make_data(args, work)
-        print(f"data ready in {time.monotonic() - t:.0f} s: {data} (classifier), {work / 'facings'} (detector)",
-              flush=True)  # fmt: skip
+        print(
+            f"data ready in {time.monotonic() - t:.0f} s: {data} (classifier), {work / 'facings'} (detector)",
+            flush=True,
+        )
         classifier = train_classifier(args, data, work, summary)
         detector = train_detector(args, work, summary)
         t = stage(6, "render a dense shelf pass from held-out photos (trainer.shelf_video)")
@@ -334,9 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["total_s"] = round(time.monotonic() - t_start)
     (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     verdict = "yes" if ok else "NO: " + "; ".join(summary["problems"])
-    print(f"\ncounts and gaps meet the bar: {verdict}\n(demo took {summary['total_s']} s; everything is in {work}: "
-          "run/report.html, detector-run/report.html, bundles/, detector-bundles/, video/, agent.log, "
-          "scan.json, shelfmap.png, summary.json)")  # fmt: skip
+    print(
+        f"\ncounts and gaps meet the bar: {verdict}\n(demo took {summary['total_s']} s; everything is in {work}: "
+        "run/report.html, detector-run/report.html, bundles/, detector-bundles/, video/, agent.log, "
+        "scan.json, shelfmap.png, summary.json)"
+    )
     return 0 if ok else 1
 
 

@@ -39,19 +39,32 @@ def match_gaps(truth: dict[str, Any], gaps: list[dict[str, Any]], facings: list[
             continue
         x0, x1 = left[2], right[0]
         y = (left[1] + left[3] + right[1] + right[3]) / 4
-        hits = [k for k, (a, top, b, floor) in enumerate(true)
-                if top <= y <= floor and min(b, x1) - max(a, x0) > GAP_OVERLAP * (b - a)]  # fmt: skip
+        hits = [
+            k
+            for k, (a, top, b, floor) in enumerate(true)
+            if top <= y <= floor and min(b, x1) - max(a, x0) > GAP_OVERLAP * (b - a)
+        ]
         new = [k for k in hits if k not in found]
         if new:
             found.add(new[0])
         else:
             false += 1
-    return {"truth": len(true), "reported": len(gaps), "found": len(found), "false": false,
-            "found_share": len(found) / len(true) if true else 1.0}  # fmt: skip
+    return {
+        "truth": len(true),
+        "reported": len(gaps),
+        "found": len(found),
+        "false": false,
+        "found_share": len(found) / len(true) if true else 1.0,
+    }
 
 
-def score(truth: dict[str, Any], counts: dict[str, int], facings: list[dict[str, Any]],
-          gaps: list[dict[str, Any]], evidence: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def score(
+    truth: dict[str, Any],
+    counts: dict[str, int],
+    facings: list[dict[str, Any]],
+    gaps: list[dict[str, Any]],
+    evidence: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Counts and gaps against the truth (and ``evidence``: ``check_evidence``'s verdict), what falls short of
     the bar (``problems``) and ``ok``."""
     result = {"counts": compare_counts(truth, counts, len(gaps)), "gaps": match_gaps(truth, gaps, facings)}
@@ -85,16 +98,20 @@ def problems(result: dict[str, Any]) -> list[str]:
     out = []
     if c["error_share"] > MAX_COUNT_ERROR:
         off = ", ".join(f"{k} {v['counted']} of {v['truth']}" for k, v in c["per_label"].items() if v["error"])
-        out.append(f"count errors {c['abs_error']} = {100 * c['error_share']:.1f} % of the true facings "
-                   f"(at most {100 * MAX_COUNT_ERROR:.0f} %): {off}")  # fmt: skip
+        out.append(
+            f"count errors {c['abs_error']} = {100 * c['error_share']:.1f} % of the true facings "
+            f"(at most {100 * MAX_COUNT_ERROR:.0f} %): {off}"
+        )
     if g["found_share"] < MIN_GAPS_FOUND:
         out.append(f"{g['found']} of {g['truth']} gaps found (at least {100 * MIN_GAPS_FOUND:.0f} %)")
     if g["false"] > MAX_FALSE_GAPS:
         out.append(f"{g['false']} false gaps (at most {MAX_FALSE_GAPS})")
     ev = result.get("evidence")
     if ev and ev["missing_tracks"]:
-        out.append(f"{len(ev['missing_tracks'])} of {ev['unknown_facings']} unknown facings have no evidence image "
-                   f"(tracks {ev['missing_tracks'][:10]})")  # fmt: skip
+        out.append(
+            f"{len(ev['missing_tracks'])} of {ev['unknown_facings']} unknown facings have no evidence image "
+            f"(tracks {ev['missing_tracks'][:10]})"
+        )
     return out
 
 
@@ -108,19 +125,26 @@ def table(result: dict[str, Any]) -> str:
         diff = v["counted"] - v["truth"]
         lines.append(f"  {name:<{width}}  {v['truth']:>5}  {v['counted']:>7}  {'ok' if not diff else f'{diff:+d}'}")
     if c["facings"]["unknown"]:
-        lines.append(f"  {UNKNOWN:<{width}}  {'':>5}  {c['facings']['unknown']:>7}  (no clear label: not counted "
-                     "as a product)")  # fmt: skip
+        lines.append(
+            f"  {UNKNOWN:<{width}}  {'':>5}  {c['facings']['unknown']:>7}  (no clear label: not counted as a product)"
+        )
     total = c["facings"]["counted"] + c["facings"]["unknown"]
     lines.append(f"  {'total':<{width}}  {c['facings']['truth']:>5}  {total:>7}")
     verdict = "ok" if c["error_share"] <= MAX_COUNT_ERROR else "TOO MANY"
-    lines.append(f"  count errors: {c['abs_error']} = {100 * c['error_share']:.1f} % of the true facings "
-                 f"(at most {100 * MAX_COUNT_ERROR:.0f} %): {verdict}")  # fmt: skip
+    lines.append(
+        f"  count errors: {c['abs_error']} = {100 * c['error_share']:.1f} % of the true facings "
+        f"(at most {100 * MAX_COUNT_ERROR:.0f} %): {verdict}"
+    )
     gaps_ok = g["found_share"] >= MIN_GAPS_FOUND and g["false"] <= MAX_FALSE_GAPS
-    lines.append(f"  gaps: truth {g['truth']}, reported {g['reported']}, found {g['found']} = "
-                 f"{100 * g['found_share']:.0f} % (at least {100 * MIN_GAPS_FOUND:.0f} %), false {g['false']} "
-                 f"(at most {MAX_FALSE_GAPS}): {'ok' if gaps_ok else 'OFF'}")  # fmt: skip
+    lines.append(
+        f"  gaps: truth {g['truth']}, reported {g['reported']}, found {g['found']} = "
+        f"{100 * g['found_share']:.0f} % (at least {100 * MIN_GAPS_FOUND:.0f} %), false {g['false']} "
+        f"(at most {MAX_FALSE_GAPS}): {'ok' if gaps_ok else 'OFF'}"
+    )
     ev = result.get("evidence")
     if ev:
-        lines.append(f"  evidence: {ev['with_evidence']} of {ev['unknown_facings']} unknown facings have their crop "
-                     f"and frame on the robot: {'ok' if not ev['missing_tracks'] else 'MISSING'}")  # fmt: skip
+        lines.append(
+            f"  evidence: {ev['with_evidence']} of {ev['unknown_facings']} unknown facings have their crop "
+            f"and frame on the robot: {'ok' if not ev['missing_tracks'] else 'MISSING'}"
+        )
     return "\n".join(lines)

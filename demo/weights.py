@@ -66,8 +66,10 @@ def random_weights_banner(backbone: str, real_data: bool, role: str = "classifie
         )
         fix = "WEIGHTS=/path/to/backbone.h5"
     bar = "!" * 96
-    return (f"{bar}\n!!  NO IMAGENET WEIGHTS (offline, nothing in the Keras cache): the {role}'s {backbone} starts "
-            "from RANDOM weights.\n"
-            f"!!  Expect {expect}.\n"
-            f"!!  The real thing: put {bb.imagenet_file} in {keras_cache_dir()}/\n"
-            f"!!  (or run once online), or pass {fix}.\n{bar}")  # fmt: skip
+    return (
+        f"{bar}\n!!  NO IMAGENET WEIGHTS (offline, nothing in the Keras cache): the {role}'s {backbone} starts "
+        "from RANDOM weights.\n"
+        f"!!  Expect {expect}.\n"
+        f"!!  The real thing: put {bb.imagenet_file} in {keras_cache_dir()}/\n"
+        f"!!  (or run once online), or pass {fix}.\n{bar}"
+    )

@@ -154,8 +154,12 @@ def postprocess_roles(interpreter: Any, outputs: list[dict[str, Any]]) -> dict[s
     if len(pair) != 2:
         return None
     roles = {"boxes": boxes[0], "count": count[0]}
-    position = {int(t): k for op in _original_ops(interpreter) if op["op_name"] == POSTPROCESS_OP
-                for k, t in enumerate(op["outputs"])}  # fmt: skip
+    position = {
+        int(t): k
+        for op in _original_ops(interpreter)
+        if op["op_name"] == POSTPROCESS_OP
+        for k, t in enumerate(op["outputs"])
+    }
     if all(int(outputs[i]["index"]) in position for i in pair):
         by_role = {POSTPROCESS_ROLES[position[int(outputs[i]["index"])]]: i for i in pair}
         if set(by_role) == {"classes", "scores"}:

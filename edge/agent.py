@@ -75,8 +75,16 @@ class ScanEnd(StrEnum):
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, pipeline: FramePipeline, capture: Any, outbox: Any, link: Any,
-                 bundles: Any, events: queue.Queue[tuple[AgentEvent, Any]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        pipeline: FramePipeline,
+        capture: Any,
+        outbox: Any,
+        link: Any,
+        bundles: Any,
+        events: queue.Queue[tuple[AgentEvent, Any]],
+    ) -> None:
         self.cfg = cfg
         self.device = cfg.device.id
         self.topics = Topics(cfg.device.prefix, self.device)
@@ -153,8 +161,16 @@ class Agent:
         detector: dict[str, Any] = {"detector": models["detector"]} if "detector" in models else {}
         if self.rollout is not None:
             extra.setdefault("rollout", self.rollout.summary())
-        self.publish(MessageKind.STATUS, retain=True, state=State.ONLINE, source=self.capture.state,
-                     pipeline=self.pipeline.mode, **detector, storage=storage, **extra)  # fmt: skip
+        self.publish(
+            MessageKind.STATUS,
+            retain=True,
+            state=State.ONLINE,
+            source=self.capture.state,
+            pipeline=self.pipeline.mode,
+            **detector,
+            storage=storage,
+            **extra,
+        )
 
     def storage(self) -> dict[str, Any]:
         """The outbox's storage state (``ok``/``degraded``, why, messages held only in memory) for status and stats."""
@@ -191,8 +207,9 @@ class Agent:
             if not isinstance(body, dict):
                 raise ValueError("payload must be a JSON object")
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
-            self.error(f"malformed command on cmd/{name[:100]}: {type(exc).__name__}: {str(exc)[:200]}",
-                       command=name[:100])  # fmt: skip
+            self.error(
+                f"malformed command on cmd/{name[:100]}: {type(exc).__name__}: {str(exc)[:200]}", command=name[:100]
+            )
             return
         handler = self._commands.get(name)
         if handler is None:
@@ -207,8 +224,10 @@ class Agent:
     def _cmd_scan_start(self, body: dict[str, Any]) -> None:
         scan_id, location = body.get("scan_id"), body.get("location", "")
         if not isinstance(scan_id, str) or not scan_id or not isinstance(location, str):
-            self.error("cmd/scan/start needs a non-empty string 'scan_id' (and optional string 'location')",
-                       command=Command.SCAN_START)  # fmt: skip
+            self.error(
+                "cmd/scan/start needs a non-empty string 'scan_id' (and optional string 'location')",
+                command=Command.SCAN_START,
+            )
             return
         self.start_scan(scan_id[:200], location[:200])
 
@@ -298,8 +317,16 @@ class Agent:
     def _publish_counts(self, final: bool, reason: ScanEnd | None = None) -> None:
         assert self.scan is not None
         ending: dict[str, Any] = {"reason": reason} if reason else {}
-        self.publish(MessageKind.COUNTS, retain=True, **self._scan_fields(), **self.pipeline.counts(), final=final,
-                     started=rfc3339(self.scan["started"]), pipeline=self.pipeline.mode, **ending)  # fmt: skip
+        self.publish(
+            MessageKind.COUNTS,
+            retain=True,
+            **self._scan_fields(),
+            **self.pipeline.counts(),
+            final=final,
+            started=rfc3339(self.scan["started"]),
+            pipeline=self.pipeline.mode,
+            **ending,
+        )
 
     # -- model reload ---------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
@@ -323,8 +350,9 @@ class Agent:
         from edge.homeassistant import config_topic, discovery_messages
 
         labels = self.pipeline.labels()
-        for topic, payload in discovery_messages(ha.discovery_prefix, self.device, self.topics, labels,
-                                                 self.model_id()):  # fmt: skip
+        for topic, payload in discovery_messages(
+            ha.discovery_prefix, self.device, self.topics, labels, self.model_id()
+        ):
             self.link.publish_now(topic, payload, retain=True, qos=1)
         for gone in self.announced - set(labels):
             self.link.publish_now(config_topic(ha.discovery_prefix, self.device, gone), b"", retain=True, qos=1)
@@ -421,14 +449,25 @@ class Agent:
     def publish_stats(self) -> None:
         uptime = time.time() - self.started
         evidence: dict[str, Any] = {"evidence": self.evidence.stats()} if self.evidence is not None else {}
-        self.publish(MessageKind.STATS, qos=0, fps=round(self.frame_rate.fps(), 2),
-                     latency_ms=self.pipeline.clock.percentiles_ms(50, 95), frames=self.frames_done,
-                     dropped_frames=self.capture.dropped, outbox_depth=self.outbox.depth(),
-                     outbox_dropped=self.outbox.dropped(), uptime_s=round(uptime, 1), source=self.capture.state,
-                     mqtt_connected=self.link.connected.is_set(), pipeline=self.pipeline.mode,
-                     frame_errors=self.frame_errors, resize=self.pipeline.resize_kernels(), storage=self.storage(),
-                     **getattr(self.pipeline, "stats", dict)(),
-                     **evidence)  # fmt: skip
+        self.publish(
+            MessageKind.STATS,
+            qos=0,
+            fps=round(self.frame_rate.fps(), 2),
+            latency_ms=self.pipeline.clock.percentiles_ms(50, 95),
+            frames=self.frames_done,
+            dropped_frames=self.capture.dropped,
+            outbox_depth=self.outbox.depth(),
+            outbox_dropped=self.outbox.dropped(),
+            uptime_s=round(uptime, 1),
+            source=self.capture.state,
+            mqtt_connected=self.link.connected.is_set(),
+            pipeline=self.pipeline.mode,
+            frame_errors=self.frame_errors,
+            resize=self.pipeline.resize_kernels(),
+            storage=self.storage(),
+            **getattr(self.pipeline, "stats", dict)(),
+            **evidence,
+        )
         if self.console is not None:
             self.console.write(self.status_line() + "\n")
             self.console.flush()
@@ -439,9 +478,11 @@ class Agent:
         top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:4]) or "-"
         more = f" (+{len(counts) - 4})" if len(counts) > 4 else ""
         scan = self.scan["scan_id"] if self.scan else "-"
-        return (f"{time.strftime('%H:%M:%S')}  {self.capture.state}  {self.frame_rate.fps():.1f} fps  "
-                f"{self.frames_done} frames  mqtt {'up' if self.link.connected.is_set() else 'DOWN'}  "
-                f"outbox {self.outbox.depth()}  scan {scan}: {top}{more}")  # fmt: skip
+        return (
+            f"{time.strftime('%H:%M:%S')}  {self.capture.state}  {self.frame_rate.fps():.1f} fps  "
+            f"{self.frames_done} frames  mqtt {'up' if self.link.connected.is_set() else 'DOWN'}  "
+            f"outbox {self.outbox.depth()}  scan {scan}: {top}{more}"
+        )
 
     def shutdown(self, flush_timeout: float = 10.0) -> int:
         self.capture.stop()
@@ -452,8 +493,9 @@ class Agent:
         self.publish(MessageKind.STATUS, retain=True, state=State.OFFLINE)
         flushed = self.link.flush(flush_timeout)
         if not flushed:
-            log.warning("%d messages not acknowledged yet; they stay in the outbox for the next start",
-                        self.outbox.depth())  # fmt: skip
+            log.warning(
+                "%d messages not acknowledged yet; they stay in the outbox for the next start", self.outbox.depth()
+            )
         for close in self.closers:
             close()
         self.link.stop()

@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    p = sub.add_parser("run", help="run the agent: camera -> classify -> MQTT",
-                       description="Run the on-device agent with a TOML configuration.")  # fmt: skip
+    p = sub.add_parser(
+        "run",
+        help="run the agent: camera -> classify -> MQTT",
+        description="Run the on-device agent with a TOML configuration.",
+    )
     p.add_argument("--config", required=True, metavar="FILE", help="agent configuration (TOML)")
     handlers["run"] = run
     c = sub.add_parser("config", help="print an example configuration or check one")
@@ -27,14 +30,23 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
     g.add_argument("--check", metavar="FILE", help="validate a configuration file")
     g.add_argument("--reference", action="store_true", help="print the configuration reference (markdown)")
     handlers["config"] = config
-    w = sub.add_parser("watch", help="live table of every device under a topic prefix",
-                       description="Subscribe to <prefix>/+/+ and show each device's status, last counts, fps, "
-                       "latency, outbox depth and model. The password comes from SHELFSCAN_MQTT_PASSWORD "
-                       "unless the URL carries one.")  # fmt: skip
+    w = sub.add_parser(
+        "watch",
+        help="live table of every device under a topic prefix",
+        description="Subscribe to <prefix>/+/+ and show each device's status, last counts, fps, "
+        "latency, outbox depth and model. The password comes from SHELFSCAN_MQTT_PASSWORD "
+        "unless the URL carries one.",
+    )
     add_broker_args(w)
     w.add_argument("--prefix", default="shelfscan", help="topic prefix (default shelfscan)")
-    w.add_argument("--once", type=float, nargs="?", const=2.0, metavar="SECONDS",
-                   help="collect for SECONDS (default 2), print one table, exit")  # fmt: skip
+    w.add_argument(
+        "--once",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="collect for SECONDS (default 2), print one table, exit",
+    )
     w.add_argument("--json", action="store_true", help="print the fleet state as JSON (implies --once)")
     handlers["watch"] = watch_cmd
 
@@ -49,8 +61,7 @@ def watch(url: BrokerURL, prefix: str, once: float | None, as_json: bool, interv
     from edge.watch import Fleet, connect
 
     fleet = Fleet(prefix)
-    client = connect(url, f"shelfscan-watch-{os.getpid()}", [f"{fleet.prefix}/+/+"],
-                     fleet.update)  # fmt: skip
+    client = connect(url, f"shelfscan-watch-{os.getpid()}", [f"{fleet.prefix}/+/+"], fleet.update)
     try:
         if once is not None:
             time.sleep(once)
@@ -117,6 +128,8 @@ def config(args: argparse.Namespace) -> int:
         print(f"shelfscan-agent config: error: {line}", file=sys.stderr)
     if problems or cfg is None:
         return 2
-    print(f"{args.check}: ok (device {cfg.device.id}, bundle {cfg.model.bundle}, source {cfg.source.kind}; "
-          "bundles loaded, source opened)")  # fmt: skip
+    print(
+        f"{args.check}: ok (device {cfg.device.id}, bundle {cfg.model.bundle}, source {cfg.source.kind}; "
+        "bundles loaded, source opened)"
+    )
     return 0

@@ -55,8 +55,12 @@ class Bundles:
             for role in self.paths:
                 current = Path(cfg.device.state_dir) / "bundles" / f"current-{role}"
                 if current.is_symlink() and current.exists():
-                    log.info("%s: the rolled-out bundle %s (not model config's %s)", role, current.resolve(),
-                             self.paths[role])  # fmt: skip
+                    log.info(
+                        "%s: the rolled-out bundle %s (not model config's %s)",
+                        role,
+                        current.resolve(),
+                        self.paths[role],
+                    )
                     self.paths[role] = current.resolve()
         self.fingerprints = {role: bundle_fingerprint(p) for role, p in self.paths.items()}
 
@@ -65,13 +69,15 @@ class Bundles:
         models: dict[str, Any] = {}
         self.fingerprints = {role: bundle_fingerprint(p) for role, p in self.paths.items()}
         delegate = self.cfg.model.delegate_spec()
-        models["classifier"] = Classifier.from_bundle(self.paths["classifier"], self.cfg.model.threads, self.trusted,
-                                                      delegate=delegate)  # fmt: skip
+        models["classifier"] = Classifier.from_bundle(
+            self.paths["classifier"], self.cfg.model.threads, self.trusted, delegate=delegate
+        )
         if "detector" in self.paths:
             from edge.detector import Detector
 
-            models["detector"] = Detector.from_bundle(self.paths["detector"], self.cfg.model.threads, self.trusted,
-                                                      delegate=delegate)  # fmt: skip
+            models["detector"] = Detector.from_bundle(
+                self.paths["detector"], self.cfg.model.threads, self.trusted, delegate=delegate
+            )
         return models
 
     def changed(self) -> bool:
@@ -138,11 +144,17 @@ def build_agent(cfg: AgentConfig) -> Agent:
     elif cfg.rollout.enabled:
         log.info("model rollouts over MQTT are ignored: model.trusted_keys is not set")
 
-    link = MqttLink(cfg.mqtt, device, topics, outbox, queue_event(AgentEvent.COMMAND), queue_event(AgentEvent.ONLINE),
-                    will, extra)  # fmt: skip
+    link = MqttLink(
+        cfg.mqtt, device, topics, outbox, queue_event(AgentEvent.COMMAND), queue_event(AgentEvent.ONLINE), will, extra
+    )
     first, longest = cfg.source.reopen_backoff_s  # SourceConfig: exactly two
-    capture = CaptureThread(make_source(cfg.source), queue_event(AgentEvent.SOURCE), cfg.source.fps,
-                            (first, longest), cfg.source.stall_timeout_s)  # fmt: skip
+    capture = CaptureThread(
+        make_source(cfg.source),
+        queue_event(AgentEvent.SOURCE),
+        cfg.source.fps,
+        (first, longest),
+        cfg.source.stall_timeout_s,
+    )
     agent = Agent(cfg, pipeline, capture, outbox, link, bundles, events)
     if desired:
         from edge.messages import MessageKind
@@ -151,8 +163,17 @@ def build_agent(cfg: AgentConfig) -> Agent:
         def publish_model(**body: Any) -> None:
             agent.publish(MessageKind.MODEL, qos=max(cfg.mqtt.qos, 1), **body)
 
-        agent.rollout = Rollout(cfg.rollout, state, desired, bundles, pipeline, link, publish_model,
-                                agent.frame_rate.fps, queue_event(AgentEvent.ARCHIVE))  # fmt: skip
+        agent.rollout = Rollout(
+            cfg.rollout,
+            state,
+            desired,
+            bundles,
+            pipeline,
+            link,
+            publish_model,
+            agent.frame_rate.fps,
+            queue_event(AgentEvent.ARCHIVE),
+        )
     if cfg.evidence.enabled:
         from edge.evidence import Evidence
 

@@ -32,9 +32,16 @@ def summarize(samples_s: list[float]) -> dict[str, float]:
         raise ValueError("no samples")
     a = np.asarray(samples_s, np.float64) * 1e3
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"min": round(float(a.min()), 4), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
-            "p99": round(float(p99), 4), "max": round(float(a.max()), 4), "mean": round(float(a.mean()), 4),
-            "std": round(float(a.std()), 4), "n": int(a.size)}  # fmt: skip
+    return {
+        "min": round(float(a.min()), 4),
+        "p50": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+        "p99": round(float(p99), 4),
+        "max": round(float(a.max()), 4),
+        "mean": round(float(a.mean()), 4),
+        "std": round(float(a.std()), 4),
+        "n": int(a.size),
+    }
 
 
 def recommend(rows: list[dict[str, Any]], tolerance_points: float) -> dict[str, Any] | None:
@@ -114,9 +121,17 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: int, compare_raw: bool,
-              device_id: str = "bench", detector: Path | None = None,
-              delegate: DelegateSpec | None = None) -> dict[str, Any]:  # fmt: skip
+def bench_one(
+    bundle: Path,
+    threads: int,
+    feed: FrameFeed,
+    runs: int,
+    warmup: int,
+    compare_raw: bool,
+    device_id: str = "bench",
+    detector: Path | None = None,
+    delegate: DelegateSpec | None = None,
+) -> dict[str, Any]:
     """One configuration through the agent's own frame pipeline (``edge.pipelines``), stage by stage.
 
     With ``detector`` the pipeline is detect_classify: ``bundle`` is the classifier that names
@@ -149,8 +164,13 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
         c = time.perf_counter()
         top = getattr(pipeline, "top_k", None)
         if top is not None:
-            envelope("classification", device_id, i, clf.bundle.model_id,
-                     top_k=[{"label": p.label, "score": round(p.score, 4)} for p in top(3)])  # fmt: skip
+            envelope(
+                "classification",
+                device_id,
+                i,
+                clf.bundle.model_id,
+                top_k=[{"label": p.label, "score": round(p.score, 4)} for p in top(3)],
+            )
         for r in reports:
             envelope(r.kind, device_id, i, clf.bundle.model_id, **r.body)
         if reports or top is None:
@@ -165,21 +185,33 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
     stage_samples = {s: list(v) for s, v in pipeline.clock.samples.items() if s != "frame" and v}
     if detector is None:  # the names the classify rows have always had
         stage_samples["postprocess"] = stage_samples.pop("post")
-    stages = {"decode": summarize(decode), **{s: summarize(v) for s, v in stage_samples.items()},
-              "publish": summarize(publish), "total": summarize(total)}  # fmt: skip
+    stages = {
+        "decode": summarize(decode),
+        **{s: summarize(v) for s, v in stage_samples.items()},
+        "publish": summarize(publish),
+        "total": summarize(total),
+    }
     det = models.get("detector")
     row: dict[str, Any] = {
-        "bundle": str(bundle), "name": clf.bundle.manifest.name, "variant": clf.bundle.manifest.variant,
-        "version": clf.bundle.manifest.version, "threads": threads, "pipeline": str(pipeline.mode),
+        "bundle": str(bundle),
+        "name": clf.bundle.manifest.name,
+        "variant": clf.bundle.manifest.variant,
+        "version": clf.bundle.manifest.version,
+        "threads": threads,
+        "pipeline": str(pipeline.mode),
         "runtime": {"package": clf.backend.name, "version": clf.backend.version},
-        "delegate": {"xnnpack_applied": clf.delegate.applied, "delegated_ops": clf.delegate.delegated_ops,
-                     "total_ops": clf.delegate.total_ops, "delegate_nodes": clf.delegate.delegate_nodes,
-                     "external": delegate.describe() if delegate else None},
+        "delegate": {
+            "xnnpack_applied": clf.delegate.applied,
+            "delegated_ops": clf.delegate.delegated_ops,
+            "total_ops": clf.delegate.total_ops,
+            "delegate_nodes": clf.delegate.delegate_nodes,
+            "external": delegate.describe() if delegate else None,
+        },
         "resize": clf.preprocessor.resize_kernel,
         "cold_start_ms": {"load": round(1e3 * load_s, 3), "first_inference": round(1e3 * first_s, 3)},
         "stages": stages,
         "rss_mb": round(_rss_mb(), 1),
-    }  # fmt: skip
+    }
     if det is not None:
         from edge.facing_pipeline import DetectClassifyPipeline
 
@@ -200,10 +232,19 @@ def bench_one(bundle: Path, threads: int, feed: FrameFeed, runs: int, warmup: in
     return row
 
 
-def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, video: str | None,
-              eval_dir: str | None, compare_raw: bool, tolerance: float,
-              on_row: Callable[[dict[str, Any]], None] | None = None,
-              detector: Path | None = None, delegate: DelegateSpec | None = None) -> dict[str, Any]:  # fmt: skip
+def run_bench(
+    bundles: list[Path],
+    threads: list[int],
+    runs: int,
+    warmup: int,
+    video: str | None,
+    eval_dir: str | None,
+    compare_raw: bool,
+    tolerance: float,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    detector: Path | None = None,
+    delegate: DelegateSpec | None = None,
+) -> dict[str, Any]:
     from edge.sysinfo import machine_info
 
     feed = FrameFeed(video, limit=max(runs + warmup, 1))
@@ -227,13 +268,22 @@ def run_bench(bundles: list[Path], threads: list[int], runs: int, warmup: int, v
     best = recommend(rows, tolerance)
     return {
         "machine": machine_info(),
-        "source": video or "synthetic 640x480 JPEG", "runs": runs, "warmup": warmup,
+        "source": video or "synthetic 640x480 JPEG",
+        "runs": runs,
+        "warmup": warmup,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "results": rows, "tolerance_points": tolerance,
-        "recommendation": None if best is None else
-        {"bundle": best["bundle"], "variant": best["variant"], "threads": best["threads"],
-         "p50_ms": best["stages"]["total"]["p50"], "top1": best.get("top1")},
-    }  # fmt: skip
+        "results": rows,
+        "tolerance_points": tolerance,
+        "recommendation": None
+        if best is None
+        else {
+            "bundle": best["bundle"],
+            "variant": best["variant"],
+            "threads": best["threads"],
+            "p50_ms": best["stages"]["total"]["p50"],
+            "top1": best.get("top1"),
+        },
+    }
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -243,12 +293,16 @@ def format_table(report: dict[str, Any]) -> str:
         rows = [r for r in report["results"] if r.get("pipeline", "classify") == mode]
         stages = [s for s in rows[0]["stages"] if s != "total"]
         names = {"preprocess": "prep", "postprocess": "post", "publish": "pub"}
-        head = (f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} "
-                + " ".join(f"{names.get(s, s):>8}" for s in stages)
-                + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7}  resize  delegate (ops)")  # fmt: skip
+        head = (
+            f"{'variant':<24} {'thr':>3} {'load ms':>8} {'first ms':>8} "
+            + " ".join(f"{names.get(s, s):>8}" for s in stages)
+            + f" {'p50':>8} {'p99':>8} {'fps':>7} {'top-1':>7}  resize  delegate (ops)"
+        )
         if mode != "classify":
-            lines.append(f"pipeline {mode}: detector {Path(rows[0]['detector']['bundle']).name}, "
-                         f"{rows[0].get('facings_per_frame', '?')} facings per frame")  # fmt: skip
+            lines.append(
+                f"pipeline {mode}: detector {Path(rows[0]['detector']['bundle']).name}, "
+                f"{rows[0].get('facings_per_frame', '?')} facings per frame"
+            )
         lines += [head, "-" * len(head)]
         for r in rows:
             s = r["stages"]
@@ -262,17 +316,23 @@ def format_table(report: dict[str, Any]) -> str:
                 + f"{r.get('resize', '?')}  {delegate_label(r['delegate'])}"
             )
             if "invoke_vs_raw" in r:
-                lines.append(f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "
-                             f"{r['invoke_vs_raw']:.3f}, frame path/raw {r['overhead_vs_raw']:.3f}")  # fmt: skip
+                lines.append(
+                    f"{'':<24} raw invoke p50 {r['raw_invoke_ms']['p50']:.2f} ms: invoke/raw "
+                    f"{r['invoke_vs_raw']:.3f}, frame path/raw {r['overhead_vs_raw']:.3f}"
+                )
     m = report["machine"]
-    lines.append(f"machine: {m.get('cpu')}, {m.get('cores_available')} cores, governor {m.get('governor', '?')}, "
-                 f"{m.get('temperature_c', '?')} °C, throttled {m.get('throttled', '?')}; peak RSS "
-                 f"{report['peak_rss_mb']} MB; ms are p50 unless noted")  # fmt: skip
+    lines.append(
+        f"machine: {m.get('cpu')}, {m.get('cores_available')} cores, governor {m.get('governor', '?')}, "
+        f"{m.get('temperature_c', '?')} °C, throttled {m.get('throttled', '?')}; peak RSS "
+        f"{report['peak_rss_mb']} MB; ms are p50 unless noted"
+    )
     rec = report["recommendation"]
     if rec:
         acc = f", top-1 {100 * rec['top1']:.1f} %" if rec.get("top1") is not None else ""
-        lines.append(f"recommendation: {Path(rec['bundle']).name} at {rec['threads']} threads ({rec['p50_ms']:.2f} "
-                     f"ms p50{acc}; fastest within {report['tolerance_points']} top-1 points)")  # fmt: skip
+        lines.append(
+            f"recommendation: {Path(rec['bundle']).name} at {rec['threads']} threads ({rec['p50_ms']:.2f} "
+            f"ms p50{acc}; fastest within {report['tolerance_points']} top-1 points)"
+        )
     return "\n".join(lines)
 
 

@@ -16,13 +16,20 @@ from edge.errors import ShelfscanError
 def register(sub: Any, handlers: dict[str, Any]) -> None:
     from edge.cli_args import add_delegate_args, positive_int
 
-    p = sub.add_parser("bench", help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
-                       description="Sweep every bundle x thread count through the agent's own frame path.")  # fmt: skip
-    p.add_argument("bundles", nargs="+", metavar="BUNDLE_OR_DIR",
-                   help="classifier bundle directories, or folders of bundles")  # fmt: skip
-    p.add_argument("--detector", metavar="BUNDLE",
-                   help="a facing detector bundle: bench the detect_classify pipeline (detect, crops, classify "
-                   "each crop, track, publish) with each classifier bundle")  # fmt: skip
+    p = sub.add_parser(
+        "bench",
+        help="benchmark bundles on this device (per-stage latency, accuracy, recommendation)",
+        description="Sweep every bundle x thread count through the agent's own frame path.",
+    )
+    p.add_argument(
+        "bundles", nargs="+", metavar="BUNDLE_OR_DIR", help="classifier bundle directories, or folders of bundles"
+    )
+    p.add_argument(
+        "--detector",
+        metavar="BUNDLE",
+        help="a facing detector bundle: bench the detect_classify pipeline (detect, crops, classify "
+        "each crop, track, publish) with each classifier bundle",
+    )
     p.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("--runs", type=positive_int, default=100, help="measured frames per configuration")
     p.add_argument("--warmup", type=int, default=10, help="frames before measuring")
@@ -62,8 +69,18 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     detector = Path(args.detector) if args.detector else None
     delegate = delegate_from_args(args, cfg.model.delegate_spec() if cfg else None)  # bench what the agent runs
-    report = run_bench(bundles_in(args.bundles), threads, args.runs, args.warmup, args.source, args.eval,
-                       args.compare_raw, args.tolerance, detector=detector, delegate=delegate)  # fmt: skip
+    report = run_bench(
+        bundles_in(args.bundles),
+        threads,
+        args.runs,
+        args.warmup,
+        args.source,
+        args.eval,
+        args.compare_raw,
+        args.tolerance,
+        detector=detector,
+        delegate=delegate,
+    )
     device = cfg.device.id if cfg else socket.gethostname()
     doc = json.loads(envelope("bench", device, 0, None, **json.loads(dumps(report))))
     text = json.dumps(doc, indent=2)
@@ -91,8 +108,9 @@ def publish_report(cfg: Any, payload: bytes) -> None:
     from edge.mqtt_client import new_client
 
     m = cfg.mqtt
-    client = new_client(f"shelfscan-bench-{cfg.device.id}", protocol=m.protocol, username=m.username,
-                        password=m.password(), tls=m.tls)  # fmt: skip
+    client = new_client(
+        f"shelfscan-bench-{cfg.device.id}", protocol=m.protocol, username=m.username, password=m.password(), tls=m.tls
+    )
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=10)
     except OSError as exc:

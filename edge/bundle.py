@@ -380,10 +380,19 @@ def open_bare_detector(
     if overrides.get("resize") is None:
         overrides["resize"] = "stretch"
     manifest = build_manifest(
-        model_path, label_list, io, infer_spec(io, **overrides), name=model_path.stem, version="unversioned",
-        backbone="unknown", variant="imported", labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
-        labels_size=len(labels_bytes), task="detect", detection=detection,
-    )  # fmt: skip
+        model_path,
+        label_list,
+        io,
+        infer_spec(io, **overrides),
+        name=model_path.stem,
+        version="unversioned",
+        backbone="unknown",
+        variant="imported",
+        labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
+        labels_size=len(labels_bytes),
+        task="detect",
+        detection=detection,
+    )
     bundle = Bundle(model_path.parent, manifest, label_list, bare=True)
     check_model_io(bundle, io)
     return bundle, interpreter
@@ -427,10 +436,20 @@ def write_bundle(
         (tmp / LABELS_NAME).write_bytes(labels_bytes)
         _, io = inspect_detector(model_path) if task == "detect" else inspect_model(model_path)
         manifest = build_manifest(
-            model_path, labels, io, spec, name=name, version=version, backbone=backbone, variant=variant,
-            labels_sha256=hashlib.sha256(labels_bytes).hexdigest(), labels_size=len(labels_bytes),
-            provenance=provenance, task=task, detection=detection,
-        )  # fmt: skip
+            model_path,
+            labels,
+            io,
+            spec,
+            name=name,
+            version=version,
+            backbone=backbone,
+            variant=variant,
+            labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
+            labels_size=len(labels_bytes),
+            provenance=provenance,
+            task=task,
+            detection=detection,
+        )
         (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         for f in (model_path, tmp / LABELS_NAME, tmp / MANIFEST_NAME):
             f.chmod(0o644)

@@ -91,18 +91,32 @@ def run(args: argparse.Namespace) -> int:
     else:
         normalization = "metadata" if from_metadata else "assumed [-1, 1]"
     labels_from = str(args.labels) if args.labels else f"metadata:{meta.labels_file}" if meta.labels else "default"
-    provenance = {"tool": "shelfscan-agent bundle",
-                  "source_model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
-                  "training": {"imported": {"model": model.name, "labels": labels_from,
-                                            "normalization": normalization}}}  # fmt: skip
-    write_bundle(args.out, model, labels, spec, name=name, version=args.version, backbone="unknown",
-                 variant="imported", provenance=provenance, overwrite=args.force, task=task)  # fmt: skip
+    provenance = {
+        "tool": "shelfscan-agent bundle",
+        "source_model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "training": {"imported": {"model": model.name, "labels": labels_from, "normalization": normalization}},
+    }
+    write_bundle(
+        args.out,
+        model,
+        labels,
+        spec,
+        name=name,
+        version=args.version,
+        backbone="unknown",
+        variant="imported",
+        provenance=provenance,
+        overwrite=args.force,
+        task=task,
+    )
     signed = sign_bundle(args.out, args.sign_key) if args.sign_key else None
     if args.json:
         json.dump(json.loads((Path(args.out) / "manifest.json").read_text()), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(f"{args.out}: {task} bundle {name} {args.version}, {len(labels)} labels ({labels_from}), "
-              f"input {spec.height}x{spec.width} {io.input.dtype}, normalization {normalization}"
-              + (f", signed by {signed}" if signed else ""))  # fmt: skip
+        print(
+            f"{args.out}: {task} bundle {name} {args.version}, {len(labels)} labels ({labels_from}), "
+            f"input {spec.height}x{spec.width} {io.input.dtype}, normalization {normalization}"
+            + (f", signed by {signed}" if signed else "")
+        )
     return 0

@@ -72,8 +72,9 @@ def add_model_args(p: argparse.ArgumentParser, detector: bool = False) -> None:
         src.add_argument("--bundle", metavar="DIR", help="bundle directory (model.tflite, labels.txt, manifest.json)")
         src.add_argument("--model", metavar="FILE", help="bare .tflite model (needs --labels)")
         src.add_argument("--labels", metavar="FILE", help="labels file for --model, one label per line")
-    src.add_argument("--threads", type=positive_int, metavar="N",
-                     help="interpreter threads (default: cores, at most 4)")  # fmt: skip
+    src.add_argument(
+        "--threads", type=positive_int, metavar="N", help="interpreter threads (default: cores, at most 4)"
+    )
     add_delegate_args(p)
     if not detector:
         add_preprocess_args(p)
@@ -81,10 +82,16 @@ def add_model_args(p: argparse.ArgumentParser, detector: bool = False) -> None:
 
 def add_delegate_args(p: argparse.ArgumentParser) -> None:
     """``--delegate LIB`` and ``--delegate-option KEY=VALUE``: run the model on an accelerator (model.delegate)."""
-    p.add_argument("--delegate", metavar="LIB",
-                   help="external TFLite delegate library, e.g. libedgetpu.so.1 (Coral Edge TPU)")  # fmt: skip
-    p.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option for the delegate library (repeatable), e.g. device=usb")  # fmt: skip
+    p.add_argument(
+        "--delegate", metavar="LIB", help="external TFLite delegate library, e.g. libedgetpu.so.1 (Coral Edge TPU)"
+    )
+    p.add_argument(
+        "--delegate-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option for the delegate library (repeatable), e.g. device=usb",
+    )
 
 
 def delegate_from_args(args: argparse.Namespace, default: DelegateSpec | None = None) -> DelegateSpec | None:
@@ -102,11 +109,15 @@ def delegate_from_args(args: argparse.Namespace, default: DelegateSpec | None = 
 def add_preprocess_args(p: argparse.ArgumentParser, resize_default: str = "center_crop") -> None:
     """Preprocessing overrides for bare models; a bundle carries its own."""
     pre = p.add_argument_group("preprocessing for bare models (bundles carry their own)")
-    pre.add_argument("--normalization", choices=["minus_one_to_one", "zero_to_one", "raw"],
-                     help="float input range (default: inferred from input quantization, else [-1, 1])")  # fmt: skip
+    pre.add_argument(
+        "--normalization",
+        choices=["minus_one_to_one", "zero_to_one", "raw"],
+        help="float input range (default: inferred from input quantization, else [-1, 1])",
+    )
     pre.add_argument("--mean", type=float, nargs="+", metavar="M", help="per-channel mean on 0..255 (1 or 3 values)")
-    pre.add_argument("--std", type=positive_float, nargs="+", metavar="S",
-                     help="per-channel std on 0..255 (1 or 3 values)")  # fmt: skip
+    pre.add_argument(
+        "--std", type=positive_float, nargs="+", metavar="S", help="per-channel std on 0..255 (1 or 3 values)"
+    )
     pre.add_argument("--resize", choices=["center_crop", "stretch"], help=f"resize policy (default {resize_default})")
     pre.add_argument(
         "--crop-fraction", type=fraction, metavar="F", help="keep this fraction of the centre crop, in (0, 1]"
@@ -136,8 +147,9 @@ def reject_bare_options(args: argparse.Namespace) -> None:
     """A bundle carries its labels and preprocessing: options for bare models are an error with one, not ignored."""
     given = [f"--{name.replace('_', '-')}" for name in BARE_OPTIONS if getattr(args, name, None) not in (None, [])]
     if given:
-        raise ShelfscanError(f"{', '.join(given)}: only for a bare --model; a bundle carries its own labels and "
-                             "preprocessing")  # fmt: skip
+        raise ShelfscanError(
+            f"{', '.join(given)}: only for a bare --model; a bundle carries its own labels and preprocessing"
+        )
 
 
 def preprocess_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,8 +157,10 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, Any]:
     from edge.preprocess import NORMALIZATIONS
 
     overrides: dict[str, Any] = {
-        "resize": args.resize, "crop_fraction": args.crop_fraction, "color_order": args.color_order,
-    }  # fmt: skip
+        "resize": args.resize,
+        "crop_fraction": args.crop_fraction,
+        "color_order": args.color_order,
+    }
     if args.normalization:
         mean, std = NORMALIZATIONS[args.normalization]
         overrides |= {"mean": (mean,) * 3, "std": (std,) * 3}
@@ -161,13 +175,22 @@ def preprocess_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:
     """``--broker URL``, ``--protocol`` and ``--ca``: how ``watch`` and ``shelfmap --device`` reach the broker."""
-    p.add_argument("--broker", default="mqtt://localhost:1883", metavar="URL",
-                   help="mqtt://[user@]host[:port] or mqtts://... (default mqtt://localhost:1883); the password "
-                   "comes from SHELFSCAN_MQTT_PASSWORD unless the URL has one")  # fmt: skip
-    p.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1",
-                   help="MQTT version (default 3.1.1: every broker speaks it)")  # fmt: skip
-    p.add_argument("--ca", metavar="PEM", help="mqtts://: the CA that signed the broker's certificate "
-                   "(default: the system's CAs)")  # fmt: skip
+    p.add_argument(
+        "--broker",
+        default="mqtt://localhost:1883",
+        metavar="URL",
+        help="mqtt://[user@]host[:port] or mqtts://... (default mqtt://localhost:1883); the password "
+        "comes from SHELFSCAN_MQTT_PASSWORD unless the URL has one",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["3.1.1", "5"],
+        default="3.1.1",
+        help="MQTT version (default 3.1.1: every broker speaks it)",
+    )
+    p.add_argument(
+        "--ca", metavar="PEM", help="mqtts://: the CA that signed the broker's certificate (default: the system's CAs)"
+    )
     p.add_argument("--cert", metavar="PEM", help="mqtts://: client certificate, for brokers that require one")
     p.add_argument("--key", metavar="PEM", help="mqtts://: the client certificate's private key")
 

@@ -26,8 +26,11 @@ class _Section(BaseModel):
 
 
 class DeviceConfig(_Section):
-    id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9_.\-]+$",
-                    description="Device id: topic level and MQTT client id; default: the host name.")  # fmt: skip
+    id: str = Field(
+        default_factory=socket.gethostname,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Device id: topic level and MQTT client id; default: the host name.",
+    )
     prefix: str = Field("shelfscan", description="Topic prefix: messages go to <prefix>/<device id>/...")
     state_dir: Path = Field(Path("/var/lib/shelfscan"), description="Where the outbox and sequence counter live.")
     groups: list[str] = Field(
@@ -93,9 +96,12 @@ class SourceConfig(_Section):
     reopen_backoff_s: list[float] = Field(
         [1.0, 30.0], min_length=2, max_length=2, description="Reopen delay after a failure: [first, maximum] seconds."
     )
-    stall_timeout_s: float = Field(10.0, gt=0,
-                                   description="No frame for this long from an open source: its state becomes "
-                                   "'stalled' (status message), 'ok' again with the next frame.")  # fmt: skip
+    stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="No frame for this long from an open source: its state becomes "
+        "'stalled' (status message), 'ok' again with the next frame.",
+    )
 
     @model_validator(mode="after")
     def _needs_location(self) -> SourceConfig:
@@ -136,40 +142,66 @@ MEASURED_GAP_SHARE = 0.65
 class CountingConfig(_Section):
     """How the detect_classify pipeline tracks and counts facings (docs/tracking.md)."""
 
-    line: float = Field(0.5, gt=0, lt=1,
-                        description="Counting line as a share of the frame width, perpendicular to the pan: a "
-                        "facing counts once, when its centre crosses it.")  # fmt: skip
-    match_iou: float = Field(0.3, gt=0, le=1,
-                             description="Shelf-coordinate IoU a box needs to continue a track (true matches score "
-                             "0.8-0.95, touching neighbours about 0).")  # fmt: skip
+    line: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Counting line as a share of the frame width, perpendicular to the pan: a "
+        "facing counts once, when its centre crosses it.",
+    )
+    match_iou: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Shelf-coordinate IoU a box needs to continue a track (true matches score "
+        "0.8-0.95, touching neighbours about 0).",
+    )
     max_missed: int = Field(3, ge=0, description="Frames a track survives without a box (a missed detection or two).")
     min_hits: int = Field(
         3, ge=1, description="Boxes a track needs before it may count (a one-frame false box never does)."
     )
     min_votes: int = Field(2, ge=1, description="Crop classifications a facing needs for a label; fewer: 'unknown'.")
-    settle_votes: int = Field(16, ge=1,
-                              description="Classifications that settle a facing's label; its facing message waits "
-                              "for them (or for its track to end).")  # fmt: skip
-    min_agreement: float = Field(0.5, ge=0, lt=1,
-                                 description="The winning label needs more than this share of the track's "
-                                 "score-weighted votes; otherwise the facing is reported as 'unknown'.")  # fmt: skip
-    duplicate_iou: float = Field(0.3, gt=0, le=1,
-                                 description="A new track overlapping an already counted facing of its row this much "
-                                 "is that facing (stop-and-go, a reversing robot): never counted twice.")  # fmt: skip
+    settle_votes: int = Field(
+        16,
+        ge=1,
+        description="Classifications that settle a facing's label; its facing message waits "
+        "for them (or for its track to end).",
+    )
+    min_agreement: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description="The winning label needs more than this share of the track's "
+        "score-weighted votes; otherwise the facing is reported as 'unknown'.",
+    )
+    duplicate_iou: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="A new track overlapping an already counted facing of its row this much "
+        "is that facing (stop-and-go, a reversing robot): never counted twice.",
+    )
     row_gap: float = Field(0.5, gt=0, description="A box farther than this many box heights from all rows starts one.")
-    gap_share: float = Field(MEASURED_GAP_SHARE, gt=0,
-                             description="An empty span wider than this share of the row's median facing width "
-                             "is an out-of-stock gap (measured spans: the true-geometry rule 0.7 less the 8 % "
-                             "that detected boxes reach into an empty slot).")  # fmt: skip
-    count_edges: bool = Field(True,
-                              description="Also count facings the line never passes (behind it when the scan "
-                              "starts or the robot reverses, ahead of it when the scan ends).")  # fmt: skip
-    direction_px: float = Field(4.0, ge=0,
-                                description="Camera travel (pixels) that settles which way it moves (jitter below "
-                                "it does not).")  # fmt: skip
-    pose_topic: str | None = Field(None,
-                                   description="Retained robot pose topic (JSON with x_m, optional y_m, aisle, "
-                                   "heading); default <prefix>/<device id>/pose.")  # fmt: skip
+    gap_share: float = Field(
+        MEASURED_GAP_SHARE,
+        gt=0,
+        description="An empty span wider than this share of the row's median facing width "
+        "is an out-of-stock gap (measured spans: the true-geometry rule 0.7 less the 8 % "
+        "that detected boxes reach into an empty slot).",
+    )
+    count_edges: bool = Field(
+        True,
+        description="Also count facings the line never passes (behind it when the scan "
+        "starts or the robot reverses, ahead of it when the scan ends).",
+    )
+    direction_px: float = Field(
+        4.0, ge=0, description="Camera travel (pixels) that settles which way it moves (jitter below it does not)."
+    )
+    pose_topic: str | None = Field(
+        None,
+        description="Retained robot pose topic (JSON with x_m, optional y_m, aisle, "
+        "heading); default <prefix>/<device id>/pose.",
+    )
 
 
 class ScanConfig(_Section):
@@ -193,8 +225,9 @@ class MQTTConfig(_Section):
     tls: TLSConfig | None = Field(None, description="TLS settings; absent: plain TCP.")
     keepalive_s: int = Field(30, ge=5, description="MQTT keepalive.")
     qos: Literal[0, 1, 2] = Field(1, description="QoS of sighting, counts and status messages.")
-    reconnect_backoff_s: list[float] = Field([1.0, 30.0], min_length=2, max_length=2,
-                                             description="Reconnect delay: [first, maximum] seconds.")  # fmt: skip
+    reconnect_backoff_s: list[float] = Field(
+        [1.0, 30.0], min_length=2, max_length=2, description="Reconnect delay: [first, maximum] seconds."
+    )
 
     def password(self) -> str | None:
         return os.environ.get(self.password_env)
@@ -214,17 +247,20 @@ class PublishConfig(_Section):
 class HomeAssistantConfig(_Section):
     enabled: bool = Field(False, description="Announce one count sensor per label by Home Assistant MQTT discovery.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
-    status_topic: str = Field("homeassistant/status",
-                              description="Announcements are repeated when this topic says 'online'.")  # fmt: skip
+    status_topic: str = Field(
+        "homeassistant/status", description="Announcements are repeated when this topic says 'online'."
+    )
 
 
 class MetricsConfig(_Section):
     """The optional Prometheus endpoint (docs/live.md): numbers only, no images."""
 
     enabled: bool = Field(False, description="Serve Prometheus metrics at http://host:port/metrics.")
-    host: str = Field("127.0.0.1",
-                      description="Address the metrics endpoint binds to; the robot's LAN address (or 0.0.0.0) "
-                      "when a Prometheus server elsewhere scrapes it.")  # fmt: skip
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the metrics endpoint binds to; the robot's LAN address (or 0.0.0.0) "
+        "when a Prometheus server elsewhere scrapes it.",
+    )
     port: int = Field(9108, ge=1, le=65535, description="Port of the metrics endpoint.")
 
 
@@ -232,16 +268,24 @@ class LiveConfig(_Section):
     """The optional live page for installers (docs/live.md): the camera frame with detections, counts, fps."""
 
     enabled: bool = Field(False, description="Serve the live page at http://host:port/.")
-    host: str = Field("127.0.0.1",
-                      description="Address the live page binds to; any address but loopback needs the password "
-                      "(password_env) set, or the agent refuses to start.")  # fmt: skip
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the live page binds to; any address but loopback needs the password "
+        "(password_env) set, or the agent refuses to start.",
+    )
     port: int = Field(8088, ge=1, le=65535, description="Port of the live page.")
-    password_env: str = Field("SHELFSCAN_LIVE_PASSWORD",
-                              description="Environment variable holding the page's password; when set, the page "
-                              "asks for it (HTTP Basic auth, any user name).")  # fmt: skip
-    max_fps: float = Field(2.0, gt=0, le=30,
-                           description="At most this many frame images encoded per second, however many viewers "
-                           "(each costs a JPEG encode on a web thread, never on the frame loop).")  # fmt: skip
+    password_env: str = Field(
+        "SHELFSCAN_LIVE_PASSWORD",
+        description="Environment variable holding the page's password; when set, the page "
+        "asks for it (HTTP Basic auth, any user name).",
+    )
+    max_fps: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="At most this many frame images encoded per second, however many viewers "
+        "(each costs a JPEG encode on a web thread, never on the frame loop).",
+    )
     max_width: int = Field(960, ge=160, description="Frames wider than this are scaled down before encoding.")
 
     def password(self) -> str | None:
@@ -251,42 +295,67 @@ class LiveConfig(_Section):
 class EvidenceConfig(_Section):
     """Evidence images of doubtful counts, kept on the robot for audits (docs/agent.md, "Evidence")."""
 
-    enabled: bool = Field(True,
-                          description="Keep a JPEG crop and its frame for every counted facing labelled 'unknown' "
-                          "or scored below min_score (detect_classify), and for cmd/snapshot; publish an "
-                          "'evidence' message naming the files.")  # fmt: skip
-    min_score: float = Field(0.6, ge=0, le=1,
-                             description="A counted facing whose score is below this gets evidence (unknown ones "
-                             "always do).")  # fmt: skip
+    enabled: bool = Field(
+        True,
+        description="Keep a JPEG crop and its frame for every counted facing labelled 'unknown' "
+        "or scored below min_score (detect_classify), and for cmd/snapshot; publish an "
+        "'evidence' message naming the files.",
+    )
+    min_score: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="A counted facing whose score is below this gets evidence (unknown ones always do).",
+    )
     max_files: int = Field(500, ge=2, description="Evidence files kept in state_dir/evidence; the oldest go first.")
-    max_bytes: int = Field(50 * 10**6, ge=100_000,
-                           description="Evidence bytes kept in state_dir/evidence; oldest files go first.")  # fmt: skip
-    min_free_bytes: int = Field(100 * 10**6, ge=0,
-                                description="Evidence is skipped (and counted as dropped) when its file system would "
-                                "have less than this free: it never fills the disk.")  # fmt: skip
-    crop_max_side: int = Field(160, ge=16, le=1024,
-                               description="Crops are scaled down to this longest side (pixels) when kept, so a live "
-                               "track holds a few kB.")  # fmt: skip
-    frame_max_side: int = Field(480, ge=64, le=4096,
-                                description="The frame a crop came from (and a snapshot) is scaled down to this "
-                                "longest side (pixels).")  # fmt: skip
+    max_bytes: int = Field(
+        50 * 10**6, ge=100_000, description="Evidence bytes kept in state_dir/evidence; oldest files go first."
+    )
+    min_free_bytes: int = Field(
+        100 * 10**6,
+        ge=0,
+        description="Evidence is skipped (and counted as dropped) when its file system would "
+        "have less than this free: it never fills the disk.",
+    )
+    crop_max_side: int = Field(
+        160,
+        ge=16,
+        le=1024,
+        description="Crops are scaled down to this longest side (pixels) when kept, so a live track holds a few kB.",
+    )
+    frame_max_side: int = Field(
+        480,
+        ge=64,
+        le=4096,
+        description="The frame a crop came from (and a snapshot) is scaled down to this longest side (pixels).",
+    )
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of evidence images.")
 
 
 class RolloutConfig(_Section):
-    enabled: bool = Field(True, description="Follow model rollouts published on the broker (shelfscan-convert "
-                          "publish). Only with model.trusted_keys set: without keys rollouts are ignored.")  # fmt: skip
+    enabled: bool = Field(
+        True,
+        description="Follow model rollouts published on the broker (shelfscan-convert "
+        "publish). Only with model.trusted_keys set: without keys rollouts are ignored.",
+    )
     canary_s: float = Field(60.0, gt=0, description="How long a new model is watched before it counts as active.")
-    canary_min_frames: int = Field(30, ge=1, description="Frames the canary needs before it is judged (it waits up "
-                                   "to 10 canary periods for them).")  # fmt: skip
+    canary_min_frames: int = Field(
+        30, ge=1, description="Frames the canary needs before it is judged (it waits up to 10 canary periods for them)."
+    )
     fps_share: float = Field(0.7, ge=0, le=1, description="The new model must keep this share of the old frame rate.")
-    confidence_share: float = Field(0.6, ge=0, le=1, description="The new model's mean top-1 confidence must keep "
-                                    "this share of the old one's.")  # fmt: skip
-    keep: int = Field(3, ge=2, le=50, description="Unpacked bundles kept under state_dir/bundles (the running and "
-                      "the previous one always are).")  # fmt: skip
+    confidence_share: float = Field(
+        0.6, ge=0, le=1, description="The new model's mean top-1 confidence must keep this share of the old one's."
+    )
+    keep: int = Field(
+        3,
+        ge=2,
+        le=50,
+        description="Unpacked bundles kept under state_dir/bundles (the running and the previous one always are).",
+    )
     max_archive_mb: float = Field(64.0, gt=0, description="Largest bundle archive accepted (packed and unpacked).")
-    ca: Path | None = Field(None, description="CA certificate (PEM) for https:// archive URLs (publish --url); "
-                            "default: the system's CAs.")  # fmt: skip
+    ca: Path | None = Field(
+        None, description="CA certificate (PEM) for https:// archive URLs (publish --url); default: the system's CAs."
+    )
 
 
 class AgentConfig(_Section):

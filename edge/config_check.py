@@ -27,8 +27,13 @@ def check_config(path: str | Path) -> tuple[AgentConfig | None, list[str]]:
         return None, [str(exc)]
     except ValidationError as exc:
         return None, validation_problems(exc, path)
-    problems = [*_model_problems(cfg), *_source_problems(cfg), *_tls_problems(cfg), *_state_problems(cfg),
-                *_monitoring_problems(cfg)]  # fmt: skip
+    problems = [
+        *_model_problems(cfg),
+        *_source_problems(cfg),
+        *_tls_problems(cfg),
+        *_state_problems(cfg),
+        *_monitoring_problems(cfg),
+    ]
     return cfg, [f"{path}: {p}" for p in problems]
 
 

@@ -38,8 +38,13 @@ def register(sub: Any, handlers: dict[str, Any]) -> None:
         description="Detect boxes in images. With truth (--truth, or a folder holding shelves.json) also report "
         "AP50, AP50:95 and the mean absolute count error per image.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders (a folder with shelves.json "
-                   "is a composed set: its listed images are detected and scored)")  # fmt: skip
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="image files or folders (a folder with shelves.json "
+        "is a composed set: its listed images are detected and scored)",
+    )
     add_model_args(p, detector=True)
     dec = p.add_argument_group("decoding (default: the bundle's manifest)")
     dec.add_argument("--score-threshold", type=float, metavar="T", help="drop boxes scoring below T")
@@ -58,8 +63,7 @@ def open_detector(args: argparse.Namespace) -> Detector:
     from edge.detector import Detector
 
     delegate = delegate_from_args(args)
-    settings = {"score_threshold": args.score_threshold, "nms_iou": args.nms_iou,
-                "max_detections": args.max_detections}  # fmt: skip
+    settings = {"score_threshold": args.score_threshold, "nms_iou": args.nms_iou, "max_detections": args.max_detections}
     if args.bundle and args.model:
         raise ShelfscanError("give either --bundle or --model, not both")
     if args.bundle:
@@ -67,8 +71,9 @@ def open_detector(args: argparse.Namespace) -> Detector:
         return Detector.from_bundle(args.bundle, args.threads, delegate=delegate, **settings)
     if not args.model:
         raise ShelfscanError("no model: pass --bundle DIR or --model FILE")
-    return Detector.from_file(args.model, args.threads, labels=args.labels, delegate=delegate, **settings,
-                              **preprocess_overrides(args))  # fmt: skip
+    return Detector.from_file(
+        args.model, args.threads, labels=args.labels, delegate=delegate, **settings, **preprocess_overrides(args)
+    )
 
 
 @dataclass(frozen=True)
@@ -190,15 +195,21 @@ def run(args: argparse.Namespace) -> int:
                 raise ImageError(f"{item}: no such file or directory")
             frame = read_image(path)
             if known and (frame.shape[1], frame.shape[0]) != (known.width, known.height):
-                raise ImageError(f"{path}: image is {frame.shape[1]}x{frame.shape[0]}, the truth says "
-                                 f"{known.width}x{known.height}")  # fmt: skip
+                raise ImageError(
+                    f"{path}: image is {frame.shape[1]}x{frame.shape[0]}, the truth says {known.width}x{known.height}"
+                )
         except ImageError as exc:
             doc["results"].append({"path": str(item), "error": str(exc)})
             continue
         every = det.detect_bgr(frame)
         found = every.above(operating)
-        result: dict[str, Any] = {"path": str(path), "width": frame.shape[1], "height": frame.shape[0],
-                                  "count": len(found), "detections": found.to_list(det.labels)}  # fmt: skip
+        result: dict[str, Any] = {
+            "path": str(path),
+            "width": frame.shape[1],
+            "height": frame.shape[0],
+            "count": len(found),
+            "detections": found.to_list(det.labels),
+        }
         if known:
             result["truth_count"] = len(known.boxes)
             scored.append((every, known.boxes))

@@ -37,9 +37,15 @@ def frame_map(frame_height: int, frame_width: int, spec: PreprocessSpec) -> Fram
     """The map for frames of this size: the crop window ``spec`` takes, stretched over the model input."""
     y0, y1, x0, x1 = crop_box(frame_height, frame_width, spec)
     return FrameMap(
-        (x1 - x0) / spec.width, (y1 - y0) / spec.height, float(x0), float(y0),
-        frame_width, frame_height, spec.width, spec.height,
-    )  # fmt: skip
+        (x1 - x0) / spec.width,
+        (y1 - y0) / spec.height,
+        float(x0),
+        float(y0),
+        frame_width,
+        frame_height,
+        spec.width,
+        spec.height,
+    )
 
 
 def to_frame(xyxy: np.ndarray, fmap: FrameMap) -> np.ndarray:

@@ -136,9 +136,11 @@ def evaluate_detections(predictions: Sequence[Detections], truths: Sequence[np.n
 
 
 def whole_count_errors(
-    predictions: Sequence[Detections], whole: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+    predictions: Sequence[Detections],
+    whole: Sequence[np.ndarray],
+    sizes: Sequence[tuple[int, int]],
     margin: float = 1.0,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Per image: boxes clear of the image border minus true facings wholly in view.
 
     A facing cut by the border counts in the truth when at least half of it is in view; near
@@ -150,8 +152,7 @@ def whole_count_errors(
     out = []
     for p, w, (width, height) in zip(predictions, whole, sizes, strict=True):
         b = p.xyxy
-        clear = ((b[:, 0] > margin) & (b[:, 1] > margin) & (b[:, 2] < width - margin)
-                 & (b[:, 3] < height - margin))  # fmt: skip
+        clear = (b[:, 0] > margin) & (b[:, 1] > margin) & (b[:, 2] < width - margin) & (b[:, 3] < height - margin)
         out.append(int(clear.sum()) - int(np.count_nonzero(w)))
     return np.array(out, np.int64)
 

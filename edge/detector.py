@@ -87,12 +87,21 @@ class Detector:
         self.external_delegate = external_delegate
         log.info(
             "detector %s %s (%s, %s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
-            bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, io.format, backend.name,
-            backend.version, threads, external_delegate.name if external_delegate else "XNNPACK",
+            bundle.manifest.name,
+            bundle.manifest.version,
+            bundle.manifest.variant,
+            io.format,
+            backend.name,
+            backend.version,
+            threads,
+            external_delegate.name if external_delegate else "XNNPACK",
             "applied" if self.delegate.applied else "not applied",
-            self.delegate.delegated_ops, self.delegate.total_ops, io.input.dtype, self.preprocessor.mode,
+            self.delegate.delegated_ops,
+            self.delegate.total_ops,
+            io.input.dtype,
+            self.preprocessor.mode,
             self.preprocessor.resize_kernel,
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_bundle(
@@ -136,8 +145,16 @@ class Detector:
         """
         threads = threads or default_threads()
         bundle, interpreter = open_bare_detector(model, labels, threads, delegate=delegate, **spec_overrides)
-        det = cls(bundle, interpreter, load_backend(), threads, score_threshold=score_threshold, nms_iou=nms_iou,
-                  max_detections=max_detections, external_delegate=delegate)  # fmt: skip
+        det = cls(
+            bundle,
+            interpreter,
+            load_backend(),
+            threads,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
+            external_delegate=delegate,
+        )
         if labels is None and det.format == "tflite_postprocess":
             det.labels = []  # its class ids have no names: shown as "class N", never as the placeholder label
         return det
@@ -163,15 +180,27 @@ class Detector:
         fmap, s, get = self.frame_map(frame_height, frame_width), self.settings, self.interpreter.get_tensor
         if self.format == "centernet":
             return decode_centernet(
-                get(self._out["heatmap"]), get(self._out["boxes"]), self.stride or 1, fmap,
-                score_threshold=s.score_threshold, nms_iou=s.nms_iou, max_detections=s.max_detections,
-                heatmap_quantization=self._quant["heatmap"], boxes_quantization=self._quant["boxes"],
-            )  # fmt: skip
+                get(self._out["heatmap"]),
+                get(self._out["boxes"]),
+                self.stride or 1,
+                fmap,
+                score_threshold=s.score_threshold,
+                nms_iou=s.nms_iou,
+                max_detections=s.max_detections,
+                heatmap_quantization=self._quant["heatmap"],
+                boxes_quantization=self._quant["boxes"],
+            )
         out = self._out
         return decode_postprocess(
-            get(out["boxes"]), get(out["classes"]), get(out["scores"]), get(out["count"]), fmap,
-            score_threshold=s.score_threshold, max_detections=s.max_detections, quantization=self._quant,
-        )  # fmt: skip
+            get(out["boxes"]),
+            get(out["classes"]),
+            get(out["scores"]),
+            get(out["count"]),
+            fmap,
+            score_threshold=s.score_threshold,
+            max_detections=s.max_detections,
+            quantization=self._quant,
+        )
 
     def detect_bgr(self, frame: np.ndarray) -> Detections:
         """Boxes in an OpenCV BGR frame: the agent's hot path."""

@@ -185,8 +185,12 @@ def format_evaluation(ev: Evaluation, max_matrix: int = 30) -> str:
             cells = "".join(f"{v:>4}" if v else "   ." for v in ev.confusion[i, :n])
             lines.append(f"{c:<{width}} {i:>2} {cells}{ev.confusion[i, n]:>4}")
     else:
-        off = [(int(ev.confusion[i, j]), ev.classes[i], ([*ev.classes, "(other)"])[j])
-               for i in range(n) for j in range(n + 1) if i != j and ev.confusion[i, j]]  # fmt: skip
+        off = [
+            (int(ev.confusion[i, j]), ev.classes[i], ([*ev.classes, "(other)"])[j])
+            for i in range(n)
+            for j in range(n + 1)
+            if i != j and ev.confusion[i, j]
+        ]
         lines.append("most frequent confusions (truth -> predicted)")
         lines += [f"{cnt:>5}  {t} -> {p}" for cnt, t, p in sorted(off, reverse=True)[:20]]
     return "\n".join(lines)

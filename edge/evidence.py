@@ -173,8 +173,14 @@ class EvidenceRing:
 
     def stats(self) -> dict[str, int]:
         """For the stats message: what the folder holds and what was given up."""
-        return {"files": len(self._files), "bytes": self.bytes, "written": self.written, "pruned": self.pruned,
-                "dropped": self.dropped, "failed": self.failed}  # fmt: skip
+        return {
+            "files": len(self._files),
+            "bytes": self.bytes,
+            "written": self.written,
+            "pruned": self.pruned,
+            "dropped": self.dropped,
+            "failed": self.failed,
+        }
 
     def add(self, stem: str, images: dict[str, bytes]) -> list[StoredFile] | None:
         """Write ``images`` (role -> JPEG bytes) as ``<n>-<UTC time>-<stem>-<role>.jpg``; ``None`` when skipped."""
@@ -213,8 +219,9 @@ class EvidenceRing:
 
     def _prune(self, incoming_bytes: int = 0, incoming_files: int = 0) -> None:
         """Delete the oldest files until the ring plus what is about to be written fits both caps."""
-        while self._files and (len(self._files) + incoming_files > self.max_files
-                               or self.bytes + incoming_bytes > self.max_bytes):  # fmt: skip
+        while self._files and (
+            len(self._files) + incoming_files > self.max_files or self.bytes + incoming_bytes > self.max_bytes
+        ):
             name, size = self._files.popleft()
             try:
                 (self.root / name).unlink(missing_ok=True)
@@ -270,9 +277,16 @@ class Evidence:
         if files is None:
             return None
         reason = "unknown" if facing.get("label") == UNKNOWN else "low_score"
-        return {"reason": reason, "track_id": tid, "label": facing.get("label"), "score": facing.get("score"),
-                "frame_index": kept.frame_index, "crop_score": round(kept.score, 4),
-                "facing_frame_index": facing.get("frame_index"), "files": [f.to_dict() for f in files]}  # fmt: skip
+        return {
+            "reason": reason,
+            "track_id": tid,
+            "label": facing.get("label"),
+            "score": facing.get("score"),
+            "frame_index": kept.frame_index,
+            "crop_score": round(kept.score, 4),
+            "facing_frame_index": facing.get("frame_index"),
+            "files": [f.to_dict() for f in files],
+        }
 
     def snapshot(self, image: np.ndarray, frame_index: int) -> dict[str, Any] | None:
         """The message body for ``cmd/snapshot`` (the current frame, downscaled); ``None`` when not written."""
@@ -282,8 +296,14 @@ class Evidence:
         files = self.ring.add("snapshot", {"frame": frame})
         if files is None:
             return None
-        return {"reason": "snapshot", "track_id": None, "label": None, "score": None, "frame_index": frame_index,
-                "files": [f.to_dict() for f in files]}  # fmt: skip
+        return {
+            "reason": "snapshot",
+            "track_id": None,
+            "label": None,
+            "score": None,
+            "frame_index": frame_index,
+            "files": [f.to_dict() for f in files],
+        }
 
     def stats(self) -> dict[str, int]:
         return {**self.ring.stats(), "missing": self.missing, "tracks_held": len(self.keeper)}

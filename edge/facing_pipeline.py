@@ -47,8 +47,9 @@ def crop_boxes(xyxy: np.ndarray, margin: float, width: int, height: int) -> np.n
 class DetectClassifyPipeline:
     mode = PipelineMode.DETECT_CLASSIFY
 
-    def __init__(self, detector: Detector, classifier: Classifier, inference: InferenceConfig,
-                 counting: CountingConfig) -> None:  # fmt: skip
+    def __init__(
+        self, detector: Detector, classifier: Classifier, inference: InferenceConfig, counting: CountingConfig
+    ) -> None:
         self.inference, self.counting = inference, counting
         self.clock = StageClock(("detect", "crops", "classify", "track"))
         self.motion = MotionTracker()
@@ -98,8 +99,13 @@ class DetectClassifyPipeline:
         t4 = time.perf_counter()
         self.frame_index += 1
         self.facings_per_frame.append(len(dets))
-        for stage, value in (("detect", t1 - t0), ("crops", t2 - t1), ("classify", t3 - t2), ("track", t4 - t3),
-                             ("frame", t4 - t0)):  # fmt: skip
+        for stage, value in (
+            ("detect", t1 - t0),
+            ("crops", t2 - t1),
+            ("classify", t3 - t2),
+            ("track", t4 - t3),
+            ("frame", t4 - t0),
+        ):
             self.clock.add(stage, value)
         return reports
 
@@ -121,14 +127,20 @@ class DetectClassifyPipeline:
             return None, 0.0
         return best.label, best.score  # an ignored label votes too: a track it wins is no facing (the counter)
 
-    def _keep_crops(self, frame: np.ndarray, crops: list[np.ndarray], labels: list[tuple[str | None, float]],
-                    events: list[FacingCounted | GapFound]) -> None:  # fmt: skip
+    def _keep_crops(
+        self,
+        frame: np.ndarray,
+        crops: list[np.ndarray],
+        labels: list[tuple[str | None, float]],
+        events: list[FacingCounted | GapFound],
+    ) -> None:
         """Offer this frame's crops per track; keep only tracks still open or reported just now (the agent takes
         those right after this frame)."""
         assert self.crops is not None
         ids = self.counter.last_ids
-        self.crops.offer(self.frame_index, frame,
-                         ((tid, crops[i], labels[i][1]) for i, tid in enumerate(ids) if tid >= 0))  # fmt: skip
+        self.crops.offer(
+            self.frame_index, frame, ((tid, crops[i], labels[i][1]) for i, tid in enumerate(ids) if tid >= 0)
+        )
         reported = {e.track_id for e in events if isinstance(e, FacingCounted)}
         self.crops.retain(self.counter.open_track_ids | reported)
 
@@ -146,8 +158,13 @@ class DetectClassifyPipeline:
     def counts(self) -> dict[str, Any]:
         c = self.counter
         rows = [{"row": r, "counts": dict(sorted(counts.items()))} for r, counts in sorted(c.row_counts.items())]
-        return {"counts": dict(sorted(c.counts.items())), "facings": c.total, "gaps": len(c.gaps),
-                "unknown": c.unknown, "rows": rows}  # fmt: skip
+        return {
+            "counts": dict(sorted(c.counts.items())),
+            "facings": c.total,
+            "gaps": len(c.gaps),
+            "unknown": c.unknown,
+            "rows": rows,
+        }
 
     def shelfmap(self) -> dict[str, Any]:
         return self.counter.shelfmap()
@@ -159,14 +176,20 @@ class DetectClassifyPipeline:
         return {"classifier": self.classifier.bundle.model_id, "detector": self.detector.bundle.model_id}
 
     def resize_kernels(self) -> dict[str, str]:
-        return {"classifier": self.classifier.preprocessor.resize_kernel,
-                "detector": self.detector.preprocessor.resize_kernel}  # fmt: skip
+        return {
+            "classifier": self.classifier.preprocessor.resize_kernel,
+            "detector": self.detector.preprocessor.resize_kernel,
+        }
 
     def stats(self) -> dict[str, Any]:
         """Extra figures for the agent's stats message."""
         per_frame = float(np.mean(self.facings_per_frame)) if self.facings_per_frame else 0.0
-        return {"facings_per_frame": round(per_frame, 2), "crop_failures": self.crop_failures,
-                "tracks": self.counter.live_tracks, "rejected": self.counter.rejected}  # fmt: skip
+        return {
+            "facings_per_frame": round(per_frame, 2),
+            "crop_failures": self.crop_failures,
+            "tracks": self.counter.live_tracks,
+            "rejected": self.counter.rejected,
+        }
 
 
 def _report(event: FacingCounted | GapFound) -> Report:

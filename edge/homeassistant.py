@@ -24,8 +24,9 @@ def config_topic(discovery_prefix: str, device_id: str, label: str) -> str:
     return f"{discovery_prefix}/sensor/{object_id(device_id, label)}/config"
 
 
-def discovery_messages(discovery_prefix: str, device_id: str, topics: Topics, labels: list[str],
-                       model: dict[str, str]) -> list[tuple[str, bytes]]:  # fmt: skip
+def discovery_messages(
+    discovery_prefix: str, device_id: str, topics: Topics, labels: list[str], model: dict[str, str]
+) -> list[tuple[str, bytes]]:
     """``(topic, payload)`` for every label's sensor config."""
     device = {
         "identifiers": [f"shelfscan_{device_id}"],

@@ -51,8 +51,10 @@ def is_loopback(host: str) -> bool:
 def check_exposure(cfg: LiveConfig) -> None:
     """A live page on a non-loopback address needs a password: refuse to start without one (one line)."""
     if cfg.enabled and not is_loopback(cfg.host) and cfg.password() is None:
-        raise ShelfscanError(f"live page: host {cfg.host} is not loopback, so the page needs a password: set the "
-                             f"environment variable {cfg.password_env} (or bind live.host to 127.0.0.1)")  # fmt: skip
+        raise ShelfscanError(
+            f"live page: host {cfg.host} is not loopback, so the page needs a password: set the "
+            f"environment variable {cfg.password_env} (or bind live.host to 127.0.0.1)"
+        )
 
 
 class FrameEncoder:
@@ -115,9 +117,16 @@ class LivePage:
 
     def state_doc(self) -> dict[str, Any]:
         snap = self.state.snapshot
-        return {"device": self.device, "mode": snap.mode, "models": snap.models, "scan_id": snap.scan_id,
-                "fps": round(self.state.fps(), 2), "frames": self.state.agent.frames_done, **snap.counts,
-                "has_shelfmap": bool(snap.shelfmap and snap.shelfmap.get("rows"))}  # fmt: skip
+        return {
+            "device": self.device,
+            "mode": snap.mode,
+            "models": snap.models,
+            "scan_id": snap.scan_id,
+            "fps": round(self.state.fps(), 2),
+            "frames": self.state.agent.frames_done,
+            **snap.counts,
+            "has_shelfmap": bool(snap.shelfmap and snap.shelfmap.get("rows")),
+        }
 
     def shelfmap_html(self) -> str | None:
         snap = self.state.snapshot
@@ -175,8 +184,10 @@ def counts_rows(doc: dict[str, Any]) -> str:
 
 
 def summary_line(doc: dict[str, Any]) -> str:
-    models = " · ".join(f"{html.escape(r)}: {html.escape(m.get('name', ''))} {html.escape(m.get('version', ''))}"
-                        for r, m in sorted(doc.get("models", {}).items()))  # fmt: skip
+    models = " · ".join(
+        f"{html.escape(r)}: {html.escape(m.get('name', ''))} {html.escape(m.get('version', ''))}"
+        for r, m in sorted(doc.get("models", {}).items())
+    )
     extra = "".join(f" · {k} {doc[k]}" for k in ("facings", "gaps", "unknown") if k in doc)
     scan = html.escape(doc.get("scan_id") or "no scan")
     return f"{html.escape(doc['mode'])} · {models} · <b id='fps'>{doc['fps']:.1f}</b> fps · scan {scan}{extra}"

@@ -63,8 +63,14 @@ class Snapshot:
 class LiveState:
     """Copies of the agent's state for other threads; :meth:`frame_done` is the agent's frame tap."""
 
-    def __init__(self, agent: Agent, snapshot_interval_s: float = 0.5, watch_s: float = 5.0,
-                 fps_window_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        agent: Agent,
+        snapshot_interval_s: float = 0.5,
+        watch_s: float = 5.0,
+        fps_window_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.agent = agent
         self.snapshot_interval_s, self.watch_s, self.fps_window_s = snapshot_interval_s, watch_s, fps_window_s
         self.clock = clock
@@ -102,9 +108,13 @@ class LiveState:
             self._last_shelfmap = now
             shelfmap = mapper()
         scan = agent.scan
-        self.snapshot = Snapshot(mode=str(pipeline.mode), models=pipeline.models(),
-                                 scan_id=None if scan is None else str(scan["scan_id"]), counts=pipeline.counts(),
-                                 shelfmap=shelfmap)  # fmt: skip
+        self.snapshot = Snapshot(
+            mode=str(pipeline.mode),
+            models=pipeline.models(),
+            scan_id=None if scan is None else str(scan["scan_id"]),
+            counts=pipeline.counts(),
+            shelfmap=shelfmap,
+        )
 
     def _overlay(self) -> tuple[tuple[Box, ...], tuple[tuple[str, float], ...]]:
         pipeline = self.agent.pipeline
@@ -112,8 +122,10 @@ class LiveState:
         if last is not None:
             xyxy, labels = last
             pairs = zip(np.asarray(xyxy).tolist(), labels, strict=False)
-            boxes = tuple(Box(int(x0), int(y0), int(x1), int(y1), label, float(score))
-                          for (x0, y0, x1, y1), (label, score) in pairs)  # fmt: skip
+            boxes = tuple(
+                Box(int(x0), int(y0), int(x1), int(y1), label, float(score))
+                for (x0, y0, x1, y1), (label, score) in pairs
+            )
             return boxes, ()
         top_k = getattr(pipeline, "top_k", None)
         if top_k is not None:

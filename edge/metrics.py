@@ -45,9 +45,13 @@ class StageHistograms:
 
     def __init__(self, clock: StageClock, registry: CollectorRegistry) -> None:
         self.clock = clock
-        histogram = Histogram("shelfscan_stage_latency_seconds", "Time of one frame in each pipeline stage "
-                              "('frame': the whole pipeline).", ["stage"], registry=registry,
-                              buckets=LATENCY_BUCKETS)  # fmt: skip
+        histogram = Histogram(
+            "shelfscan_stage_latency_seconds",
+            "Time of one frame in each pipeline stage ('frame': the whole pipeline).",
+            ["stage"],
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
+        )
         self._children = {stage: histogram.labels(stage) for stage in clock.stages}
 
     def frame_done(self, _image: np.ndarray, _ts: float) -> None:
@@ -67,25 +71,43 @@ class AgentCollector(Collector):
         agent, snap = self.agent, self.state.snapshot
         yield CounterMetricFamily("shelfscan_frames", "Frames processed.", value=agent.frames_done)
         yield CounterMetricFamily("shelfscan_frame_errors", "Frames the pipeline failed on.", value=agent.frame_errors)
-        yield CounterMetricFamily("shelfscan_frames_dropped", "Camera frames replaced before the pipeline took them.",
-                                  value=agent.capture.dropped)  # fmt: skip
-        yield GaugeMetricFamily("shelfscan_fps", f"Frames processed per second over the last "
-                                f"{self.state.fps_window_s:g} s.", value=self.state.fps())  # fmt: skip
-        yield GaugeMetricFamily("shelfscan_uptime_seconds", "Seconds since the agent started.",
-                                value=time.time() - agent.started)  # fmt: skip
-        yield GaugeMetricFamily("shelfscan_outbox_depth", "Durable messages not yet acknowledged by the broker.",
-                                value=agent.outbox.depth())  # fmt: skip
-        yield CounterMetricFamily("shelfscan_outbox_dropped", "Messages dropped because the outbox was full.",
-                                  value=agent.outbox.dropped())  # fmt: skip
+        yield CounterMetricFamily(
+            "shelfscan_frames_dropped",
+            "Camera frames replaced before the pipeline took them.",
+            value=agent.capture.dropped,
+        )
+        yield GaugeMetricFamily(
+            "shelfscan_fps",
+            f"Frames processed per second over the last {self.state.fps_window_s:g} s.",
+            value=self.state.fps(),
+        )
+        yield GaugeMetricFamily(
+            "shelfscan_uptime_seconds", "Seconds since the agent started.", value=time.time() - agent.started
+        )
+        yield GaugeMetricFamily(
+            "shelfscan_outbox_depth", "Durable messages not yet acknowledged by the broker.", value=agent.outbox.depth()
+        )
+        yield CounterMetricFamily(
+            "shelfscan_outbox_dropped", "Messages dropped because the outbox was full.", value=agent.outbox.dropped()
+        )
         storage = str(agent.outbox.storage()["state"])
-        yield state_gauge("shelfscan_storage_state", "Outbox storage state (1: the current one).", storage,
-                          STORAGE_STATES)  # fmt: skip
-        yield state_gauge("shelfscan_source_state", "Camera/source state (1: the current one).",
-                          str(agent.capture.state), SOURCE_STATES)  # fmt: skip
-        yield GaugeMetricFamily("shelfscan_mqtt_connected", "1 while connected to the broker.",
-                                value=1.0 if agent.link.connected.is_set() else 0.0)  # fmt: skip
-        info = InfoMetricFamily("shelfscan_model", "The models running (role: classifier or detector).",
-                                labels=["role"])  # fmt: skip
+        yield state_gauge(
+            "shelfscan_storage_state", "Outbox storage state (1: the current one).", storage, STORAGE_STATES
+        )
+        yield state_gauge(
+            "shelfscan_source_state",
+            "Camera/source state (1: the current one).",
+            str(agent.capture.state),
+            SOURCE_STATES,
+        )
+        yield GaugeMetricFamily(
+            "shelfscan_mqtt_connected",
+            "1 while connected to the broker.",
+            value=1.0 if agent.link.connected.is_set() else 0.0,
+        )
+        info = InfoMetricFamily(
+            "shelfscan_model", "The models running (role: classifier or detector).", labels=["role"]
+        )
         for role, model in sorted(snap.models.items()):
             info.add_metric([role], {k: str(model.get(k, "")) for k in ("name", "version", "sha256")})
         yield info
@@ -103,15 +125,21 @@ def state_gauge(name: str, doc: str, current: str, known: tuple[str, ...]) -> Ga
 def scan_metrics(scan_id: str | None, counts: dict[str, object]) -> Iterator[Metric]:
     """The current (or last) scan's counts per label, and the facings, gaps and unknowns of detect_classify."""
     yield GaugeMetricFamily("shelfscan_scan_active", "1 while a scan is running.", value=0.0 if scan_id is None else 1)
-    per_label = GaugeMetricFamily("shelfscan_scan_count", "The scan's count per label (sightings in classify, "
-                                  "facings in detect_classify).", labels=["label"])  # fmt: skip
+    per_label = GaugeMetricFamily(
+        "shelfscan_scan_count",
+        "The scan's count per label (sightings in classify, facings in detect_classify).",
+        labels=["label"],
+    )
     labels = counts.get("counts")
     if isinstance(labels, dict):
         for label, n in sorted(labels.items()):
             per_label.add_metric([str(label)], float(n))
     yield per_label
-    for key, doc in (("facings", "Facings counted in the scan."), ("gaps", "Out-of-stock gaps found in the scan."),
-                     ("unknown", "Facings of the scan without a confident label.")):  # fmt: skip
+    for key, doc in (
+        ("facings", "Facings counted in the scan."),
+        ("gaps", "Out-of-stock gaps found in the scan."),
+        ("unknown", "Facings of the scan without a confident label."),
+    ):
         value = counts.get(key)
         if isinstance(value, int | float):
             yield GaugeMetricFamily(f"shelfscan_scan_{key}", doc, value=float(value))

@@ -22,8 +22,10 @@ def check_monitoring(cfg: AgentConfig) -> None:
     """What must hold before anything starts: a live page exposed without a password is refused, metrics need
     ``prometheus-client`` (the ``edge`` extra), each as one line instead of a half-started agent."""
     if cfg.metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
-        raise ShelfscanError("metrics.enabled needs the prometheus-client package (pip install 'shelfscan[edge]' "
-                             "or pip install prometheus-client)")  # fmt: skip
+        raise ShelfscanError(
+            "metrics.enabled needs the prometheus-client package (pip install 'shelfscan[edge]' "
+            "or pip install prometheus-client)"
+        )
     if cfg.live.enabled:
         from edge.live_page import check_exposure
 

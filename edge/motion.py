@@ -69,8 +69,13 @@ def estimate_shift(prev_gray_small: np.ndarray, gray_small: np.ndarray) -> tuple
     return float(dx), float(dy), float(response)
 
 
-def box_shift(prev_xyxy: np.ndarray, xyxy: np.ndarray, guess: tuple[float, float] = (0.0, 0.0),
-              max_deviation: float | None = None, tolerance: float = 0.15) -> tuple[float, float, float]:  # fmt: skip
+def box_shift(
+    prev_xyxy: np.ndarray,
+    xyxy: np.ndarray,
+    guess: tuple[float, float] = (0.0, 0.0),
+    max_deviation: float | None = None,
+    tolerance: float = 0.15,
+) -> tuple[float, float, float]:
     """The shift of the picture estimated from the boxes of two consecutive frames: ``(dx, dy, confidence)``.
 
     Every pair of similar-sized boxes proposes a shift; the proposal that brings the most boxes
@@ -140,8 +145,9 @@ class MotionTracker:
     :func:`estimate_shift` for what good and blank frames score).
     """
 
-    def __init__(self, scale: tuple[int, int] = DEFAULT_SCALE, min_confidence: float = 0.2,
-                 min_box_confidence: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self, scale: tuple[int, int] = DEFAULT_SCALE, min_confidence: float = 0.2, min_box_confidence: float = 0.5
+    ) -> None:
         self.scale = scale
         self.min_confidence = min_confidence
         self.min_box_confidence = min_box_confidence

@@ -41,14 +41,23 @@ def next_retry_delay(failures: int, low: float, high: float) -> float:
 
 
 class MqttLink:
-    def __init__(self, cfg: MQTTConfig, device_id: str, topics: Topics, outbox: Outbox,
-                 on_command: Handler, on_connected: Callable[[], None], will: Callable[[], bytes],
-                 subscriptions: dict[str, Handler] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: MQTTConfig,
+        device_id: str,
+        topics: Topics,
+        outbox: Outbox,
+        on_command: Handler,
+        on_connected: Callable[[], None],
+        will: Callable[[], bytes],
+        subscriptions: dict[str, Handler] | None = None,
+    ) -> None:
         self.cfg, self.topics, self.outbox, self.on_command = cfg, topics, outbox, on_command
         self.subscriptions = dict(subscriptions or {})  # exact topic -> handler (e.g. homeassistant/status)
         self.on_connected = on_connected
-        self.client = new_client(f"shelfscan-{device_id}", protocol=cfg.protocol, username=cfg.username,
-                                 password=cfg.password(), tls=cfg.tls)  # fmt: skip
+        self.client = new_client(
+            f"shelfscan-{device_id}", protocol=cfg.protocol, username=cfg.username, password=cfg.password(), tls=cfg.tls
+        )
         self.make_will = will
         self.client.will_set(topics.status, will(), qos=1, retain=True)
         self.client.reconnect_delay_set(int(cfg.reconnect_backoff_s[0]), int(cfg.reconnect_backoff_s[1]))
@@ -117,8 +126,15 @@ class MqttLink:
             low, high = (int(v) for v in self.cfg.reconnect_backoff_s)  # what reconnect_delay_set was given
             delay = next_retry_delay(self._failures, low, high)
             down = now - self._outage_since
-            log.warning("MQTT broker %s:%d unreachable: %s (attempt %d, down %.0f s); next retry in ~%.0f s",
-                        self.cfg.host, self.cfg.port, reason, self._failures, down, delay)  # fmt: skip
+            log.warning(
+                "MQTT broker %s:%d unreachable: %s (attempt %d, down %.0f s); next retry in ~%.0f s",
+                self.cfg.host,
+                self.cfg.port,
+                reason,
+                self._failures,
+                down,
+                delay,
+            )
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -126,10 +142,19 @@ class MqttLink:
             return
         if self._failures:
             down = time.monotonic() - self._outage_since
-            log.info("MQTT connected to %s:%d after %d failed attempts (%.0f s)", self.cfg.host, self.cfg.port,
-                     self._failures, down)  # fmt: skip
-            self.last_outage = {"reason": self._last_reason[:200], "attempts": self._failures,
-                                "down_s": round(down, 1), "ended": rfc3339(time.time())}  # fmt: skip
+            log.info(
+                "MQTT connected to %s:%d after %d failed attempts (%.0f s)",
+                self.cfg.host,
+                self.cfg.port,
+                self._failures,
+                down,
+            )
+            self.last_outage = {
+                "reason": self._last_reason[:200],
+                "attempts": self._failures,
+                "down_s": round(down, 1),
+                "ended": rfc3339(time.time()),
+            }
         else:
             log.info("MQTT connected to %s:%d", self.cfg.host, self.cfg.port)
         self._failures = 0

@@ -18,16 +18,23 @@ from edge.config import TLSConfig
 Protocol = Literal["3.1.1", "5"]
 
 
-def new_client(client_id: str, *, protocol: Protocol = "5", username: str | None = None,
-               password: str | None = None, tls: TLSConfig | None = None) -> mqtt.Client:  # fmt: skip
+def new_client(
+    client_id: str,
+    *,
+    protocol: Protocol = "5",
+    username: str | None = None,
+    password: str | None = None,
+    tls: TLSConfig | None = None,
+) -> mqtt.Client:
     """A paho client (VERSION2 callbacks) with credentials and TLS set, not yet connected.
 
     With ``tls`` the broker's certificate is verified (against ``tls.ca``, else the system's CAs),
     the client certificate is sent for mutual TLS, and ``tls.insecure`` skips only the host name
     check.
     """
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311)  # fmt: skip
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+    )
     if username:
         client.username_pw_set(username, password)
     if tls is not None:

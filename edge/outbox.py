@@ -102,8 +102,9 @@ class SeqCeiling:
 
 
 class Outbox:
-    def __init__(self, path: str | Path, max_messages: int = 100_000, max_bytes: int = 64 * 2**20,
-                 retry_s: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self, path: str | Path, max_messages: int = 100_000, max_bytes: int = 64 * 2**20, retry_s: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.max_messages, self.max_bytes, self.retry_s = max_messages, max_bytes, retry_s
         self._lock = threading.RLock()
@@ -128,8 +129,10 @@ class Outbox:
 
     def _unwritable(self, exc: BaseException) -> str:
         """The detail while there is no database at all: the same words at start and on every retry."""
-        return (f"state directory {self.path.parent} not writable ({type(exc).__name__}: {exc}); "
-                "messages are kept in memory only until it is")  # fmt: skip
+        return (
+            f"state directory {self.path.parent} not writable ({type(exc).__name__}: {exc}); "
+            "messages are kept in memory only until it is"
+        )
 
     # -- opening ------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -183,8 +186,10 @@ class Outbox:
         self._seq = max(self._seq, last)
         self._memory.extendleft(reversed(salvaged))  # older than anything queued: written first by the next drain
         self._memory_bytes += sum(len(p.payload) for p in salvaged)
-        message = (f"outbox {self.path} was corrupt ({reason[:200]}): moved to {aside.name}, a fresh one started; "
-                   f"{len(salvaged)} unsent messages recovered from it; seq continues after {last}")  # fmt: skip
+        message = (
+            f"outbox {self.path} was corrupt ({reason[:200]}): moved to {aside.name}, a fresh one started; "
+            f"{len(salvaged)} unsent messages recovered from it; seq continues after {last}"
+        )
         log.error("%s", message)
         self._notices.append(message)
 
@@ -292,8 +297,10 @@ class Outbox:
         self._ceiling.cover(seq)
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT INTO outbox (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
-                                 [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in messages])  # fmt: skip
+            self._db.executemany(
+                "INSERT INTO outbox (id, topic, payload, qos, retain) VALUES (?, ?, ?, ?, ?)",
+                [(m.id, m.topic, m.payload, m.qos, int(m.retain)) for m in messages],
+            )
             self._db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'seq'", (seq,))
             self._enforce_bounds()
             self._db.execute("COMMIT")
@@ -361,8 +368,10 @@ class Outbox:
             out: list[Pending] = []
             if self._db is not None:
                 try:
-                    rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? "
-                                            "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()  # fmt: skip
+                    rows = self._db.execute(
+                        "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                        (after_id, limit),
+                    ).fetchall()
                     out = [Pending(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
                     out = [p for p in out if p.id not in self._unacked_deletes]
                 except sqlite3.Error as exc:
@@ -407,8 +416,11 @@ class Outbox:
                 self._next_retry = 0.0
                 self.retry_if_due()
             if self._memory:
-                log.warning("%d messages were never written to the outbox (storage: %s) and are lost with this "
-                            "process", len(self._memory), self._detail)  # fmt: skip
+                log.warning(
+                    "%d messages were never written to the outbox (storage: %s) and are lost with this process",
+                    len(self._memory),
+                    self._detail,
+                )
             if self._db is not None:
                 self._db.close()
                 self._db = None

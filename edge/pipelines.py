@@ -92,8 +92,9 @@ class ClassifyPipeline:
         self.classifier = classifier
         self.inference = inference
         self.smoother = Smoother(inference.smoothing_frames)
-        self.tracker = SightingTracker(inference.score_threshold, inference.min_frames,
-                                       frozenset(inference.ignore_labels))  # fmt: skip
+        self.tracker = SightingTracker(
+            inference.score_threshold, inference.min_frames, frozenset(inference.ignore_labels)
+        )
         self.clock = StageClock(("preprocess", "invoke", "post"))
         self.scanning = False
         self._smoothed: np.ndarray | None = None
@@ -160,6 +161,14 @@ class ClassifyPipeline:
 def sighting_report(s: Any) -> Report:
     from edge.messages import rfc3339
 
-    return Report(ReportKind.SIGHTING, {"label": s.label, "mean_score": round(s.mean_score, 4),
-                                        "max_score": round(s.max_score, 4), "frames": s.frames,
-                                        "first_ts": rfc3339(s.first_ts), "last_ts": rfc3339(s.last_ts)})  # fmt: skip
+    return Report(
+        ReportKind.SIGHTING,
+        {
+            "label": s.label,
+            "mean_score": round(s.mean_score, 4),
+            "max_score": round(s.max_score, 4),
+            "frames": s.frames,
+            "first_ts": rfc3339(s.first_ts),
+            "last_ts": rfc3339(s.last_ts),
+        },
+    )

@@ -54,8 +54,11 @@ class Step(StrEnum):
 
 def desired_topics(prefix: str, device: str, groups: list[str], role: str) -> list[str]:
     """Where a desired model for ``role`` may be set, most specific first: the device, its groups, the fleet."""
-    return [f"{prefix}/{device}/desired/{role}", *(f"{prefix}/_group/{g}/desired/{role}" for g in groups),
-            f"{prefix}/_fleet/desired/{role}"]  # fmt: skip
+    return [
+        f"{prefix}/{device}/desired/{role}",
+        *(f"{prefix}/_group/{g}/desired/{role}" for g in groups),
+        f"{prefix}/_fleet/desired/{role}",
+    ]
 
 
 def archive_topic(prefix: str, name: str, version: str) -> str:
@@ -95,9 +98,15 @@ class Desired:
         name, version = str(doc["name"]), str(doc["version"])
         if any(c in s for s in (name, version) for c in "/\\\0") or ".." in name + version:
             raise ShelfscanError("desired model name and version must be plain names")
-        return cls(role, name[:100], version[:100], str(doc["archive_sha256"]).lower(), int(doc["archive_bytes"]),
-                   topic if isinstance(topic, str) and topic else None,
-                   url if isinstance(url, str) and url.startswith("https://") else None)  # fmt: skip
+        return cls(
+            role,
+            name[:100],
+            version[:100],
+            str(doc["archive_sha256"]).lower(),
+            int(doc["archive_bytes"]),
+            topic if isinstance(topic, str) and topic else None,
+            url if isinstance(url, str) and url.startswith("https://") else None,
+        )
 
 
 @dataclass
@@ -110,16 +119,19 @@ class Canary:
     confidences: list[float]
 
 
-def judge(cfg: RolloutConfig, baseline_fps: float, fps: float, baseline_conf: float | None,
-          confidences: list[float]) -> str | None:  # fmt: skip
+def judge(
+    cfg: RolloutConfig, baseline_fps: float, fps: float, baseline_conf: float | None, confidences: list[float]
+) -> str | None:
     """Why a canary failed, or None when it passed (a missing baseline is no reason to fail)."""
     if baseline_fps > 0 and fps < cfg.fps_share * baseline_fps:
         return f"frame rate {fps:.1f} fps is below {cfg.fps_share:.0%} of the old model's {baseline_fps:.1f} fps"
     if baseline_conf and confidences:
         mean = sum(confidences) / len(confidences)
         if mean < cfg.confidence_share * baseline_conf:
-            return (f"mean top-1 confidence {mean:.3f} is below {cfg.confidence_share:.0%} of the old model's "
-                    f"{baseline_conf:.3f}")  # fmt: skip
+            return (
+                f"mean top-1 confidence {mean:.3f} is below {cfg.confidence_share:.0%} of the old model's "
+                f"{baseline_conf:.3f}"
+            )
     return None
 
 
@@ -127,9 +139,18 @@ class Rollout:
     """Follows desired models for the agent. Collaborators: the agent's bundles and pipeline, the MQTT link
     (subscribe/unsubscribe), a publish function for ``model`` messages and a frame-rate probe."""
 
-    def __init__(self, cfg: RolloutConfig, state_dir: Path, topics_by_role: dict[str, list[str]], bundles: Any,
-                 pipeline: Any, link: Any, publish: Callable[..., None], fps: Callable[[], float],
-                 queue_archive: Callable[[str, bytes], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: RolloutConfig,
+        state_dir: Path,
+        topics_by_role: dict[str, list[str]],
+        bundles: Any,
+        pipeline: Any,
+        link: Any,
+        publish: Callable[..., None],
+        fps: Callable[[], float],
+        queue_archive: Callable[[str, bytes], None],
+    ) -> None:
         self.cfg, self.bundles, self.pipeline, self.link = cfg, bundles, pipeline, link
         self.topics_by_role = topics_by_role  # role -> its desired topics, most specific first
         self.publish, self.fps, self.queue_archive = publish, fps, queue_archive
@@ -206,8 +227,9 @@ class Rollout:
         if (running.get("name"), running.get("version")) == (want.name, want.version):
             return
         if want.sha256 in self.refused:
-            log.info("desired %s %s was refused before (%s); not tried again", role, want.key,
-                     self.refused[want.sha256])  # fmt: skip
+            log.info(
+                "desired %s %s was refused before (%s); not tried again", role, want.key, self.refused[want.sha256]
+            )
             return
         if self.canary is not None:
             self.waiting.add(role)  # looked at again when the running canary ends
@@ -287,9 +309,15 @@ class Rollout:
         (self.dir / "canary.json").write_text(json.dumps(marker))
         self.canary = Canary(want, previous, time.monotonic(), baseline_fps, baseline_conf, [])
         self.state = "canary"
-        self._message(Step.CANARY, want.role, want.name, want.version, seconds=self.cfg.canary_s,
-                      baseline_fps=round(baseline_fps, 2),
-                      baseline_confidence=round(baseline_conf, 4) if baseline_conf else None)  # fmt: skip
+        self._message(
+            Step.CANARY,
+            want.role,
+            want.name,
+            want.version,
+            seconds=self.cfg.canary_s,
+            baseline_fps=round(baseline_fps, 2),
+            baseline_confidence=round(baseline_conf, 4) if baseline_conf else None,
+        )
 
     def observe(self, confidence: float | None) -> None:
         """One processed frame's top-1 confidence (None: nothing classified in it)."""
@@ -355,8 +383,9 @@ class Rollout:
                 log.info("pruned old bundle %s", p.name)
 
     # -- reporting ------------------------------------------------------------------------------
-    def _message(self, step: Step, role: str, name: str | None, version: str | None, reason: str | None = None,
-                 **extra: Any) -> None:  # fmt: skip
+    def _message(
+        self, step: Step, role: str, name: str | None, version: str | None, reason: str | None = None, **extra: Any
+    ) -> None:
         text = f"model rollout: {role} {name} {version}: {step}" + (f" ({reason})" if reason else "")
         (log.warning if step in (Step.REFUSED, Step.ROLLED_BACK) else log.info)("%s", text)
         body: dict[str, Any] = {"step": step, "role": role, "name": name, "version": version, **extra}

@@ -100,11 +100,20 @@ class Classifier:
         self.external_delegate = external_delegate
         log.info(
             "model %s %s (%s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
-            bundle.manifest.name, bundle.manifest.version, bundle.manifest.variant, backend.name, backend.version,
-            threads, external_delegate.name if external_delegate else "XNNPACK",
-            "applied" if self.delegate.applied else "not applied", self.delegate.delegated_ops,
-            self.delegate.total_ops, io.input.dtype, self.preprocessor.mode, self.preprocessor.resize_kernel,
-        )  # fmt: skip
+            bundle.manifest.name,
+            bundle.manifest.version,
+            bundle.manifest.variant,
+            backend.name,
+            backend.version,
+            threads,
+            external_delegate.name if external_delegate else "XNNPACK",
+            "applied" if self.delegate.applied else "not applied",
+            self.delegate.delegated_ops,
+            self.delegate.total_ops,
+            io.input.dtype,
+            self.preprocessor.mode,
+            self.preprocessor.resize_kernel,
+        )
 
     @classmethod
     def from_bundle(

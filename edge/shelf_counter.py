@@ -130,8 +130,13 @@ class FacingCounter:
     6 / 22 boxes an :meth:`update` costs about 0.1 / 0.3 ms on one x86 core, the tracker included (docs/tracking.md).
     """
 
-    def __init__(self, config: CountingConfig | None = None, frame_width: int = 640,
-                 associator: Associator | None = None, ignore: frozenset[str] = frozenset()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: CountingConfig | None = None,
+        frame_width: int = 640,
+        associator: Associator | None = None,
+        ignore: frozenset[str] = frozenset(),
+    ) -> None:
         self.config = config or CountingConfig()
         self.frame_width = frame_width
         # Labels that are not products (a classifier's "background"): a box whose crops vote for one is
@@ -171,8 +176,10 @@ class FacingCounter:
     @property
     def row_counts(self) -> dict[int, dict[str, int]]:
         """Reported facings per row id (rows top to bottom) and label."""
-        return {r.id: dict(sorted(Counter(p.event.label for p in r.placed if p.event).items()))
-                for r in self._ordered_rows()}  # fmt: skip
+        return {
+            r.id: dict(sorted(Counter(p.event.label for p in r.placed if p.event).items()))
+            for r in self._ordered_rows()
+        }
 
     @property
     def total(self) -> int:
@@ -212,9 +219,16 @@ class FacingCounter:
 
     # -- per frame --------------------------------------------------------------------------------
 
-    def update(self, frame_index: int, t: float, detections: Detections, labels: Sequence[tuple[str | None, float]],
-               offset: tuple[float, float], pose: dict[str, Any] | None = None,
-               frame_width: int | None = None) -> list[Event]:  # fmt: skip
+    def update(
+        self,
+        frame_index: int,
+        t: float,
+        detections: Detections,
+        labels: Sequence[tuple[str | None, float]],
+        offset: tuple[float, float],
+        pose: dict[str, Any] | None = None,
+        frame_width: int | None = None,
+    ) -> list[Event]:
         """Feed one frame; returns the facings and gaps reported by it.
 
         ``labels`` holds one ``(label, score)`` per detection; a ``None`` label or a score of 0
@@ -296,29 +310,63 @@ class FacingCounter:
                 f = p.event
                 if f is None:
                     continue
-                item = {"type": "facing", "track_id": f.track_id, "label": f.label, "score": f.score,
-                        "x0": f.world_box[0], "x1": f.world_box[2], "frame_index": f.frame_index, "t": f.t}  # fmt: skip
+                item = {
+                    "type": "facing",
+                    "track_id": f.track_id,
+                    "label": f.label,
+                    "score": f.score,
+                    "x0": f.world_box[0],
+                    "x1": f.world_box[2],
+                    "frame_index": f.frame_index,
+                    "t": f.t,
+                }
                 if f.pose is not None and isinstance(f.pose.get("x_m"), int | float):
                     item["count_x_m"] = float(f.pose["x_m"])
                 items.append(item)
             for g in self._gaps:
                 if g.row == row.id:
-                    items.append({"type": "gap", "x0": g.x0, "x1": g.x1, "width_facings": g.width_facings,
-                                  "left_track": g.left_track, "right_track": g.right_track,
-                                  "frame_index": g.frame_index, "t": g.t})  # fmt: skip
+                    items.append(
+                        {
+                            "type": "gap",
+                            "x0": g.x0,
+                            "x1": g.x1,
+                            "width_facings": g.width_facings,
+                            "left_track": g.left_track,
+                            "right_track": g.right_track,
+                            "frame_index": g.frame_index,
+                            "t": g.t,
+                        }
+                    )
             items.sort(key=lambda item: (item["x0"] + item["x1"]) / 2)
             for item in items:
                 x0_m, x1_m = fit.metres(item["x0"]), fit.metres(item["x1"])
                 if x0_m is not None and x1_m is not None:
                     item["x0_m"], item["x1_m"] = x0_m, x1_m
             reported = [p.event.label for p in row.placed if p.event]
-            rows.append({"row": row.id, "index": index, "y": round(row.centre(), 1),
-                         "median_width": round(self._median_width(row), 1), "facings": len(reported),
-                         "gaps": sum(g.row == row.id for g in self._gaps),
-                         "counts": dict(sorted(Counter(reported).items())), "items": items})  # fmt: skip
-        return {"units": "px", "metres": fit.metres(0.0) is not None, "direction": self._direction,
-                "facings": self.total, "gaps": len(self._gaps), "unknown": self.unknown, "counts": self.counts,
-                "duplicates": self.duplicates, "ended": self.ended, "rows": rows}  # fmt: skip
+            rows.append(
+                {
+                    "row": row.id,
+                    "index": index,
+                    "y": round(row.centre(), 1),
+                    "median_width": round(self._median_width(row), 1),
+                    "facings": len(reported),
+                    "gaps": sum(g.row == row.id for g in self._gaps),
+                    "counts": dict(sorted(Counter(reported).items())),
+                    "items": items,
+                }
+            )
+        return {
+            "units": "px",
+            "metres": fit.metres(0.0) is not None,
+            "direction": self._direction,
+            "facings": self.total,
+            "gaps": len(self._gaps),
+            "unknown": self.unknown,
+            "counts": self.counts,
+            "duplicates": self.duplicates,
+            "ended": self.ended,
+            "rows": rows,
+        }
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -347,8 +395,9 @@ class FacingCounter:
             self._rows.append(best)
         return best
 
-    def _observe(self, tid: int, world_box: np.ndarray, box: np.ndarray, label: tuple[str | None, float],
-                 frame_index: int) -> None:  # fmt: skip
+    def _observe(
+        self, tid: int, world_box: np.ndarray, box: np.ndarray, label: tuple[str | None, float], frame_index: int
+    ) -> None:
         track = self._tracks.get(tid)
         box = np.asarray(box, np.float64)
         if track is None:
@@ -444,9 +493,19 @@ class FacingCounter:
                 self._reject(placed)
                 continue
             if final or n >= self.config.settle_votes or placed.tracks[0].ended:
-                placed.event = FacingCounted(placed.tracks[0].id, label, score, votes, placed.row, placed.box,
-                                             placed.world_box, placed.frame_index, placed.t, placed.pose,
-                                             placed.how)  # fmt: skip
+                placed.event = FacingCounted(
+                    placed.tracks[0].id,
+                    label,
+                    score,
+                    votes,
+                    placed.row,
+                    placed.box,
+                    placed.world_box,
+                    placed.frame_index,
+                    placed.t,
+                    placed.pose,
+                    placed.how,
+                )
                 self._unsettled.remove(placed)
                 self._facings.append(placed.event)
                 events.append(placed.event)
@@ -497,8 +556,19 @@ class FacingCounter:
         frame_index, t, pose = self._last
         top = min(left.world_box[1], right.world_box[1])
         bottom = max(left.world_box[3], right.world_box[3])
-        gap = GapFound(row.id, left.world_box[2], right.world_box[0], round(span / median, 3), left.label,
-                       right.label, left.track_id, right.track_id,
-                       to_box((left.world_box[2], top, right.world_box[0], bottom)), frame_index, t, pose)  # fmt: skip
+        gap = GapFound(
+            row.id,
+            left.world_box[2],
+            right.world_box[0],
+            round(span / median, 3),
+            left.label,
+            right.label,
+            left.track_id,
+            right.track_id,
+            to_box((left.world_box[2], top, right.world_box[0], bottom)),
+            frame_index,
+            t,
+            pose,
+        )
         self._gaps.append(gap)
         return gap

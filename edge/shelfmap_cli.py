@@ -27,8 +27,11 @@ MARGIN = 20
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    p = sub.add_parser("shelfmap", help="draw a scan's shelf map (facings and gaps per row) as PNG or HTML",
-                       description="Render a device's retained shelf map, or a saved one, as a picture.")  # fmt: skip
+    p = sub.add_parser(
+        "shelfmap",
+        help="draw a scan's shelf map (facings and gaps per row) as PNG or HTML",
+        description="Render a device's retained shelf map, or a saved one, as a picture.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", metavar="SHELFMAP.json", help="a saved shelfmap message")
     src.add_argument("--device", metavar="ID", help="read <prefix>/<ID>/shelfmap (retained) from --broker")
@@ -49,10 +52,18 @@ def run(args: argparse.Namespace) -> int:
         write_png(layout, out)
     else:
         out.write_text(to_html(layout, doc), encoding="utf-8")
-    summary = {"out": str(out), "rows": len(layout["rows"]), "facings": doc.get("facings"), "gaps": doc.get("gaps"),
-               "scan_id": doc.get("scan_id")}  # fmt: skip
-    print(json.dumps(summary) if args.json else
-          f"{out}: {summary['rows']} rows, {summary['facings']} facings, {summary['gaps']} gaps")  # fmt: skip
+    summary = {
+        "out": str(out),
+        "rows": len(layout["rows"]),
+        "facings": doc.get("facings"),
+        "gaps": doc.get("gaps"),
+        "scan_id": doc.get("scan_id"),
+    }
+    print(
+        json.dumps(summary)
+        if args.json
+        else f"{out}: {summary['rows']} rows, {summary['facings']} facings, {summary['gaps']} gaps"
+    )
     return 0
 
 
@@ -118,8 +129,17 @@ def lay_out(doc: dict[str, Any], width: int = 1600) -> dict[str, Any]:
             x0, x1 = MARGIN + (it["x0"] - lo) * scale, MARGIN + (it["x1"] - lo) * scale
             text = it.get("label", "gap") if it["type"] == "facing" else "gap"
             metres = f" {it['x0_m']:.2f}-{it['x1_m']:.2f} m" if "x0_m" in it else ""
-            boxes.append({"type": it["type"], "x0": x0, "x1": max(x1, x0 + 2), "y0": y, "y1": y + ROW_HEIGHT,
-                          "text": text, "title": f"{text}{metres}"})  # fmt: skip
+            boxes.append(
+                {
+                    "type": it["type"],
+                    "x0": x0,
+                    "x1": max(x1, x0 + 2),
+                    "y0": y,
+                    "y1": y + ROW_HEIGHT,
+                    "text": text,
+                    "title": f"{text}{metres}",
+                }
+            )
         rows.append({"row": row.get("row", r), "y": y, "boxes": boxes})
     height = MARGIN + len(rows) * (ROW_HEIGHT + MARGIN)
     return {"width": width, "height": max(height, 2 * MARGIN), "rows": rows}
@@ -158,13 +178,18 @@ def to_html(layout: dict[str, Any], doc: dict[str, Any]) -> str:
             w, y = b["x1"] - b["x0"], b["y0"] + 14
             fill = "none" if b["type"] == "gap" else "rgb({2},{1},{0})".format(*colour(b["text"]))
             stroke = "#d22" if b["type"] == "gap" else "#444"
-            shapes.append(f'<g><title>{e(b["title"])}</title><rect x="{b["x0"]:.1f}" y="{y}" width="{w:.1f}" '
-                          f'height="{ROW_HEIGHT - 14}" fill="{fill}" stroke="{stroke}"/>'
-                          f'<text x="{b["x0"] + 2:.1f}" y="{b["y1"] - 6}" font-size="10">'
-                          f"{e(b['text'][:20])}</text></g>")  # fmt: skip
+            shapes.append(
+                f'<g><title>{e(b["title"])}</title><rect x="{b["x0"]:.1f}" y="{y}" width="{w:.1f}" '
+                f'height="{ROW_HEIGHT - 14}" fill="{fill}" stroke="{stroke}"/>'
+                f'<text x="{b["x0"] + 2:.1f}" y="{b["y1"] - 6}" font-size="10">'
+                f"{e(b['text'][:20])}</text></g>"
+            )
     counts = ", ".join(f"{e(k)} {v}" for k, v in (doc.get("counts") or {}).items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>shelf map {e(str(doc.get('scan_id', '')))}"
-            f"</title></head><body style='font-family:sans-serif'><h1>Shelf map {e(str(doc.get('scan_id', '')))}</h1>"
-            f"<p>{doc.get('facings')} facings, {doc.get('gaps')} gaps, {doc.get('unknown')} unknown. {counts}</p>"
-            f"<svg xmlns='http://www.w3.org/2000/svg' width='{layout['width']}' height='{layout['height']}'>"
-            + "".join(shapes) + "</svg></body></html>\n")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>shelf map {e(str(doc.get('scan_id', '')))}"
+        f"</title></head><body style='font-family:sans-serif'><h1>Shelf map {e(str(doc.get('scan_id', '')))}</h1>"
+        f"<p>{doc.get('facings')} facings, {doc.get('gaps')} gaps, {doc.get('unknown')} unknown. {counts}</p>"
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{layout['width']}' height='{layout['height']}'>"
+        + "".join(shapes)
+        + "</svg></body></html>\n"
+    )

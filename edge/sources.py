@@ -57,8 +57,15 @@ class Source:
 class CvSource(Source):
     """Camera index or device, RTSP/HTTP URL, or video file through OpenCV."""
 
-    def __init__(self, target: int | str, name: str, loop: bool = False, width: int | None = None,
-                 height: int | None = None, is_file: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: int | str,
+        name: str,
+        loop: bool = False,
+        width: int | None = None,
+        height: int | None = None,
+        is_file: bool = False,
+    ) -> None:
         self.target, self.name, self.loop, self.is_file = target, name, loop, is_file
         self.recorded = is_file
         self.width, self.height = width, height
@@ -213,8 +220,14 @@ class CaptureThread(threading.Thread):
     state becomes ``stalled`` (with how long), back to ``ok`` with the next frame.
     """
 
-    def __init__(self, source: Source, on_state: Callable[[str, str], None], fps: float | None = None,
-                 backoff: tuple[float, float] = (1.0, 30.0), stall_timeout: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: Source,
+        on_state: Callable[[str, str], None],
+        fps: float | None = None,
+        backoff: tuple[float, float] = (1.0, 30.0),
+        stall_timeout: float = 10.0,
+    ) -> None:
         super().__init__(name="capture", daemon=True)
         self.source, self.on_state, self.fps, self.backoff = source, on_state, fps, backoff
         self.stall_timeout = stall_timeout

@@ -42,8 +42,19 @@ def _vcgencmd(*args: str) -> str | None:
 
 
 #: CPU features that change inference speed several-fold: x86 vector extensions, ARM NEON and dot products.
-NOTABLE_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512vbmi", "avx512_bf16", "amx_int8",
-                    "asimd", "asimddp", "i8mm", "sve")  # fmt: skip
+NOTABLE_FEATURES = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512vbmi",
+    "avx512_bf16",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+)
 
 
 def cpu_features() -> list[str]:

@@ -122,8 +122,9 @@ def read_tflite_metadata(model: str | Path) -> TFLiteMetadata:
     buf = path.read_bytes()
     try:
         root = _root(buf)
-        meta_buf = next((root.tables(4)[int(m.scalar(1, "I"))].data(0) for m in root.tables(6)
-                         if m.string(0) == METADATA_NAME), b"")  # fmt: skip
+        meta_buf = next(
+            (root.tables(4)[int(m.scalar(1, "I"))].data(0) for m in root.tables(6) if m.string(0) == METADATA_NAME), b""
+        )
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: not a TFLite FlatBuffer ({exc})") from None
     if not meta_buf:
@@ -150,8 +151,15 @@ def _parse(meta_buf: bytes, model_buf: bytes) -> TFLiteMetadata:
                 if int(f.scalar(2, "b")) == TENSOR_AXIS_LABELS and labels_file is None:
                     labels_file = f.string(0)
     labels = _packed_file(model_buf, labels_file) if labels_file else None
-    return TFLiteMetadata(name=meta.string(0), version=meta.string(2), description=meta.string(1),
-                          labels=labels, labels_file=labels_file, mean=mean, std=std)  # fmt: skip
+    return TFLiteMetadata(
+        name=meta.string(0),
+        version=meta.string(2),
+        description=meta.string(1),
+        labels=labels,
+        labels_file=labels_file,
+        mean=mean,
+        std=std,
+    )
 
 
 def _packed_file(model_buf: bytes, name: str) -> list[str] | None:

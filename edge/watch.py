@@ -34,8 +34,13 @@ class BrokerURL:
     key: Path | None = None
 
 
-def parse_broker_url(url: str, protocol: Literal["3.1.1", "5"] = "3.1.1", ca: str | None = None,
-                     cert: str | None = None, key: str | None = None) -> BrokerURL:  # fmt: skip
+def parse_broker_url(
+    url: str,
+    protocol: Literal["3.1.1", "5"] = "3.1.1",
+    ca: str | None = None,
+    cert: str | None = None,
+    key: str | None = None,
+) -> BrokerURL:
     """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://`` (TLS, port 8883 by default)."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
@@ -144,8 +149,19 @@ class Fleet:
         for d in rows:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(d["counts"].items(), key=lambda kv: -kv[1])) or "-"
             scan = (d["scan_id"] or "-") + (" (final)" if d["final"] else "")
-            body.append((d["device_id"], d["state"], d["source"] or "-", d["model"] or "-", _num(d["fps"]),
-                         _num(d["latency_ms"]), _num(d["outbox_depth"]), scan, counts))  # fmt: skip
+            body.append(
+                (
+                    d["device_id"],
+                    d["state"],
+                    d["source"] or "-",
+                    d["model"] or "-",
+                    _num(d["fps"]),
+                    _num(d["latency_ms"]),
+                    _num(d["outbox_depth"]),
+                    scan,
+                    counts,
+                )
+            )
         widths = [max(len(str(r[i])) for r in (head, *body)) for i in range(len(head) - 1)]
         lines = ["  ".join(f"{h:<{w}}" for h, w in zip(head, widths, strict=False)) + "  " + head[-1]]
         for r in body:

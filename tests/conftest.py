@@ -68,12 +68,44 @@ def tiny_detector(tmp_path_factory, shared) -> dict[str, Path]:
                 (data / split / d.name / p.name).write_bytes(p.read_bytes())
     weights = shared / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
     run = root / "run"
-    args = [str(data), "--task", "detect", "--out", str(run), "--weights", str(weights), "--input-size", "96x128",
-            "--train-shelves", "24", "--val-shelves", "6", "--epochs", "2", "--score-threshold", "0.1"]  # fmt: skip
+    args = [
+        str(data),
+        "--task",
+        "detect",
+        "--out",
+        str(run),
+        "--weights",
+        str(weights),
+        "--input-size",
+        "96x128",
+        "--train-shelves",
+        "24",
+        "--val-shelves",
+        "6",
+        "--epochs",
+        "2",
+        "--score-threshold",
+        "0.1",
+    ]
     assert train(args) == 0
     assert train([str(photos), "--compose", "4", "--seed", "9", "--out", str(root / "eval")]) == 0
-    rc = convert([str(run), "--out", str(root / "bundles"), "--variants", "fp32,int8", "--eval", str(root / "eval"),
-                  "--calibration-count", "8", "--max-drop", "100", "--bench-runs", "2"])  # fmt: skip
+    rc = convert(
+        [
+            str(run),
+            "--out",
+            str(root / "bundles"),
+            "--variants",
+            "fp32,int8",
+            "--eval",
+            str(root / "eval"),
+            "--calibration-count",
+            "8",
+            "--max-drop",
+            "100",
+            "--bench-runs",
+            "2",
+        ]
+    )
     assert rc == 0
     return {"run": run, "bundles": root / "bundles", "eval": root / "eval"}
 
@@ -88,8 +120,16 @@ def bundle(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("bundles") / "imagenet-v1"
     spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(out, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 spec, name="imagenet-ref", version="1", backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    write_bundle(
+        out,
+        reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        read_labels(reference / "imagenet_labels.txt"),
+        spec,
+        name="imagenet-ref",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
     return out
 
 

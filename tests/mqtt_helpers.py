@@ -23,8 +23,9 @@ class Subscriber:
     def __init__(self, port: int, topic: str, client_id: str = "test-sub", persistent: bool = True) -> None:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
-                                  protocol=mqtt.MQTTv311)  # fmt: skip
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent, protocol=mqtt.MQTTv311
+        )
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1)

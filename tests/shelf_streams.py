@@ -16,8 +16,18 @@ import numpy as np
 from edge.detections import Detections
 from trainer.shelf_composer import Facing, row_gaps
 
-NAMES = {"A": "beans", "B": "cereal", "C": "coffee", "D": "milk", "E": "pasta", "F": "tea", "G": "juice",
-         "H": "rice", "I": "sugar", "J": "water"}  # fmt: skip
+NAMES = {
+    "A": "beans",
+    "B": "cereal",
+    "C": "coffee",
+    "D": "milk",
+    "E": "pasta",
+    "F": "tea",
+    "G": "juice",
+    "H": "rice",
+    "I": "sugar",
+    "J": "water",
+}
 WIDTHS = {"A": 80, "B": 64, "C": 92, "D": 72, "E": 84, "F": 70, "G": 76, "H": 88, "I": 66, "J": 78}
 HEIGHTS = {"A": 100, "B": 120, "C": 96, "D": 110, "E": 104, "F": 90, "G": 116, "H": 98, "I": 106, "J": 112}
 Box = tuple[float, float, float, float]
@@ -60,8 +70,14 @@ class TruthShelf:
         return {r: dict(sorted(c.items())) for r, c in sorted(out.items())}
 
 
-def build_shelf(rows: Sequence[str], x_start: float = 0.0, floor0: float = 170.0, pitch: float = 190.0,
-                run_gap: float = 4.0, slot: float = 80.0) -> TruthShelf:  # fmt: skip
+def build_shelf(
+    rows: Sequence[str],
+    x_start: float = 0.0,
+    floor0: float = 170.0,
+    pitch: float = 190.0,
+    run_gap: float = 4.0,
+    slot: float = 80.0,
+) -> TruthShelf:
     """Rows top to bottom from strings: a letter is a facing (same letters touch), ``_`` an empty slot.
 
     Facings of a row stand on its board (``floor0 + row * pitch``); two runs are ``run_gap`` apart.
@@ -132,10 +148,21 @@ def noisy_labels(wrong: float) -> Labeler:
     return label
 
 
-def stream(shelf: TruthShelf, xs: Sequence[float], seed: int = 0, width: int = 640, height: int = 480,
-           jitter: float = 1.0, drift: float = 0.3, bob: float = 0.0, zoom: float = 0.0, fps: float = 10.0,
-           miss: Callable[[int, int], bool] | None = None, labeler: Labeler = clean_labels,
-           min_visible: float = 0.5) -> Iterator[Frame]:  # fmt: skip
+def stream(
+    shelf: TruthShelf,
+    xs: Sequence[float],
+    seed: int = 0,
+    width: int = 640,
+    height: int = 480,
+    jitter: float = 1.0,
+    drift: float = 0.3,
+    bob: float = 0.0,
+    zoom: float = 0.0,
+    fps: float = 10.0,
+    miss: Callable[[int, int], bool] | None = None,
+    labeler: Labeler = clean_labels,
+    min_visible: float = 0.5,
+) -> Iterator[Frame]:
     """Frames of the camera at x offsets ``xs`` (world = frame + offset).
 
     ``jitter``: box corner noise (px, sigma); ``drift``: per-frame random walk of the motion

@@ -34,8 +34,13 @@ def broker(tmp_path):
 
 def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(config)], cwd=REPO,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "-v", "run", "--config", str(config)],
+        cwd=REPO,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def validate(messages: list[tuple[str, dict, bool]]) -> None:
@@ -50,8 +55,11 @@ def durable_seqs(sub: Subscriber) -> list[int]:
     """seqs of durable messages sent by the agent itself, in arrival order, duplicates kept (retained replays and
     the broker's will, which repeats a seq on purpose, excluded)."""
     with sub.lock:
-        return [d["seq"] for t, d, retained in sub.messages
-                if t.rsplit("/", 1)[-1] in DURABLE and not retained and not is_will(t, d)]  # fmt: skip
+        return [
+            d["seq"]
+            for t, d, retained in sub.messages
+            if t.rsplit("/", 1)[-1] in DURABLE and not retained and not is_will(t, d)
+        ]
 
 
 def is_will(topic: str, doc: dict) -> bool:
@@ -334,8 +342,16 @@ def test_reload_refuses_tampered_bundle_and_accepts_good_one(tmp_path, broker, b
 
     v3 = releases / "v3"
     spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(v3, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 spec, name="imagenet-ref", version="3", backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    write_bundle(
+        v3,
+        reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        read_labels(reference / "imagenet_labels.txt"),
+        spec,
+        name="imagenet-ref",
+        version="3",
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
     tmp_link = tmp_path / "current.new"
     tmp_link.symlink_to(v3)
     tmp_link.replace(current)
@@ -362,8 +378,13 @@ def test_missing_camera_and_corrupt_images_do_not_stop_the_agent(tmp_path, broke
     folder = tmp_path / "incoming"
     folder.mkdir()
     log2 = tmp_path / "agent2.log"
-    cfg = agent_config(tmp_path, broker.port, bundle, f'kind = "folder"\npath = "{folder}"',
-                       inference={"min_frames": 1, "smoothing_frames": 1})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        bundle,
+        f'kind = "folder"\npath = "{folder}"',
+        inference={"min_frames": 1, "smoothing_frames": 1},
+    )
     agent = start_agent(cfg, log2)
     (folder / "a-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     shutil.copy(reference / "samples" / "coffee.png", folder / "b-coffee.png")
@@ -427,8 +448,13 @@ def test_run_in_a_terminal_prints_status_lines(tmp_path, broker, bundle, video):
 
     cfg = agent_config(tmp_path, broker.port, bundle, looping(video))
     main, side = pty.openpty()
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO,
-                             stdout=side, stderr=side, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+        cwd=REPO,
+        stdout=side,
+        stderr=side,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     os.close(side)
     seen = b""
     try:

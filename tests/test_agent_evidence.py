@@ -49,10 +49,16 @@ def check_files(root: Path, doc: dict) -> dict[str, np.ndarray]:
 def test_every_doubtful_facing_has_evidence_and_snapshot_works(tmp_path, broker, models):  # noqa: F811
     sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
     source = f'kind = "video"\npath = "{models["video"]}"\nfps = 40'  # ~5 s: time for a snapshot mid-run
-    cfg = agent_config(tmp_path, broker.port, models["classifier"], source,
-                       model={"detector": str(models["detector"])},
-                       inference={"pipeline": "detect_classify", "max_fps": 1000},
-                       counting={"min_hits": 2}, evidence={"min_score": MIN_SCORE})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        models["classifier"],
+        source,
+        model={"detector": str(models["detector"])},
+        inference={"pipeline": "detect_classify", "max_fps": 1000},
+        counting={"min_hits": 2},
+        evidence={"min_score": MIN_SCORE},
+    )
     log = tmp_path / "agent.log"
     agent = start_agent(cfg, log)
     assert sub.wait_for(lambda s: s.of("facing"), 60), log.read_text()[-2000:]
@@ -88,10 +94,16 @@ def test_read_only_evidence_folder_costs_no_facing(tmp_path, broker, models):  #
     sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
     source = f'kind = "video"\npath = "{models["video"]}"\nfps = 1000'
     # min_score 1.0: every facing is weak, so each one tries to write
-    cfg = agent_config(tmp_path, broker.port, models["classifier"], source,
-                       model={"detector": str(models["detector"])},
-                       inference={"pipeline": "detect_classify", "max_fps": 1000},
-                       counting={"min_hits": 2}, evidence={"min_score": 1.0, "min_free_bytes": 0})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        models["classifier"],
+        source,
+        model={"detector": str(models["detector"])},
+        inference={"pipeline": "detect_classify", "max_fps": 1000},
+        counting={"min_hits": 2},
+        evidence={"min_score": 1.0, "min_free_bytes": 0},
+    )
     log = tmp_path / "agent.log"
     with small_tmpfs(tmp_path / "state" / "evidence", "1m") as folder:
         remount(folder, "ro")

@@ -36,13 +36,30 @@ def models(tiny_detector, tiny_models, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("facing-models")
     det = load_bundle(tiny_detector["bundles"] / "run-int8")
     detector = root / "detector"
-    write_bundle(detector, det.model_path, det.labels, det.spec, name="tiny-facings", version="1",
-                 backbone="mobilenet_v2", variant="int8", task="detect",
-                 detection={"score_threshold": 0.05, "max_detections": 30})  # fmt: skip
+    write_bundle(
+        detector,
+        det.model_path,
+        det.labels,
+        det.spec,
+        name="tiny-facings",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+        task="detect",
+        detection={"score_threshold": 0.05, "max_detections": 30},
+    )
     classifier = root / "classifier"
     labels = read_labels(tiny_models["labels"])
-    write_bundle(classifier, tiny_models["int8"], labels, PreprocessSpec(height=16, width=16), name="tiny",
-                 version="1", backbone="tiny", variant="int8")  # fmt: skip
+    write_bundle(
+        classifier,
+        tiny_models["int8"],
+        labels,
+        PreprocessSpec(height=16, width=16),
+        name="tiny",
+        version="1",
+        backbone="tiny",
+        variant="int8",
+    )
     video = root / "pass" / "pass.mp4"
     spec = PassSpec(width=320, height=240, seconds=20, stop_seconds=2, seed=3)
     truth = render_pass(PhotoLibrary.from_tree(flat_photos(root / "photos")), video, spec)
@@ -59,10 +76,15 @@ def broker(tmp_path):
 def config(tmp_path: Path, port: int, models: dict) -> Path:
     """The video read as fast as the agent goes (recorded: backpressure, no frame dropped)."""
     source = f'kind = "video"\npath = "{models["video"]}"\nfps = 1000'
-    return agent_config(tmp_path, port, models["classifier"], source,
-                        model={"detector": str(models["detector"])},
-                        inference={"pipeline": "detect_classify", "max_fps": 1000},
-                        counting={"min_hits": 2})  # fmt: skip
+    return agent_config(
+        tmp_path,
+        port,
+        models["classifier"],
+        source,
+        model={"detector": str(models["detector"])},
+        inference={"pipeline": "detect_classify", "max_fps": 1000},
+        counting={"min_hits": 2},
+    )
 
 
 def publish_pose(port: int, x_m: float) -> None:

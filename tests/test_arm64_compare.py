@@ -15,13 +15,17 @@ compare = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare)
 
 DOC = {
-    "model": {"sha256": "ab"}, "preprocessing": {"height": 224}, "output_kind": "probabilities",
+    "model": {"sha256": "ab"},
+    "preprocessing": {"height": 224},
+    "output_kind": "probabilities",
     "results": [
-        {"path": "/a/chelsea.png",
-         "top_k": [{"label": "tiger cat", "score": 0.543}, {"label": "tabby", "score": 0.148}]},
+        {
+            "path": "/a/chelsea.png",
+            "top_k": [{"label": "tiger cat", "score": 0.543}, {"label": "tabby", "score": 0.148}],
+        },
         {"path": "/a/coffee.png", "top_k": [{"label": "espresso", "score": 0.965}, {"label": "cup", "score": 0.008}]},
     ],
-}  # fmt: skip
+}
 
 
 def altered(change) -> dict:

@@ -48,8 +48,16 @@ def bundles(tiny_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("benchbundles")
     labels = read_labels(tiny_models["labels"])
     for name in ("float_softmax", "int8"):
-        write_bundle(root / name, tiny_models[name], labels, PreprocessSpec(height=16, width=16), name="tiny",
-                     version="1", backbone="tiny", variant=name)  # fmt: skip
+        write_bundle(
+            root / name,
+            tiny_models[name],
+            labels,
+            PreprocessSpec(height=16, width=16),
+            name="tiny",
+            version="1",
+            backbone="tiny",
+            variant=name,
+        )
     evaluation = root.parent / "eval"
     rng = np.random.default_rng(0)
     for label in labels:
@@ -61,9 +69,29 @@ def bundles(tiny_models, tmp_path_factory):
 
 def test_report_structure_and_schema(bundles):
     root, evaluation = bundles
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(root), "--threads", "1,2", "--runs", "5",
-                           "--warmup", "1", "--eval", str(evaluation), "--compare-raw", "--json"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "bench",
+            str(root),
+            "--threads",
+            "1,2",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--eval",
+            str(evaluation),
+            "--compare-raw",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, json.loads((SCHEMAS / "bench.schema.json").read_text()))
@@ -74,8 +102,13 @@ def test_report_structure_and_schema(bundles):
         assert 0 <= r["top1"] <= 1 and r["invoke_vs_raw"] > 0 and r["runtime"]["package"] == "ai_edge_litert"
     rec = doc["recommendation"]
     assert rec["variant"] in {"float_softmax", "int8"} and rec["threads"] in (1, 2)
-    table = subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(root / "int8"), "--runs", "3"],
-                           capture_output=True, text=True, cwd=REPO, timeout=300).stdout  # fmt: skip
+    table = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "bench", str(root / "int8"), "--runs", "3"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    ).stdout
     assert "recommendation: int8" in table and "p99" in table
 
 
@@ -85,9 +118,24 @@ def test_publish_to_broker(bundles, tmp_path):
     try:
         sub = Subscriber(broker.port, "test/robot-1/bench", persistent=False)
         cfg = agent_config(tmp_path, broker.port, root / "int8", 'kind = "camera"\ncamera = 0')
-        proc = subprocess.run([sys.executable, "-m", "edge.cli", "bench", str(root / "int8"), "--runs", "3",
-                               "--publish", "--config", str(cfg)], capture_output=True, text=True, cwd=REPO,
-                              timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "bench",
+                str(root / "int8"),
+                "--runs",
+                "3",
+                "--publish",
+                "--config",
+                str(cfg),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr
         assert sub.wait_for(lambda s: len(s.of("bench")) == 1, 10)
         doc = sub.of("bench")[0]

@@ -22,8 +22,17 @@ REF_MODEL = "tf2_mobilenet_v2_1.0_224_ptq.tflite"
 def ref_bundle(reference, tmp_path) -> Path:
     labels = read_labels(reference / "imagenet_labels.txt")
     spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(tmp_path / "b", reference / REF_MODEL, labels, spec, name="imagenet-ref", version="1",
-                 backbone="mobilenet_v2", variant="int8", provenance={"metrics": {"note": "reference"}})  # fmt: skip
+    write_bundle(
+        tmp_path / "b",
+        reference / REF_MODEL,
+        labels,
+        spec,
+        name="imagenet-ref",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+        provenance={"metrics": {"note": "reference"}},
+    )
     return tmp_path / "b"
 
 
@@ -52,8 +61,11 @@ def test_written_bundle_loads_and_classifies(ref_bundle, reference):
     manifest = json.loads((ref_bundle / "manifest.json").read_text())
     assert manifest["schema"] == "shelfscan.bundle" and manifest["schema_version"] == 1
     assert manifest["model"]["sha256"] == "5d3137241276e79c86d14a74fe43581398ae0e815191d3dba45495b810840e8c"
-    assert manifest["input"] == {"dtype": "uint8", "shape": [1, 224, 224, 3],
-                                 "quantization": {"scale": pytest.approx(2 / 255), "zero_point": 127}}  # fmt: skip
+    assert manifest["input"] == {
+        "dtype": "uint8",
+        "shape": [1, 224, 224, 3],
+        "quantization": {"scale": pytest.approx(2 / 255), "zero_point": 127},
+    }
     assert manifest["output"]["kind"] == "probabilities" and manifest["labels"]["count"] == 1001
     assert manifest["provenance"]["tool"] == "shelfscan" and manifest["provenance"]["metrics"] == {"note": "reference"}
     clf = Classifier.from_bundle(ref_bundle, threads=1)
@@ -95,8 +107,9 @@ def test_label_count_differs_from_manifest(ref_bundle):
 def test_label_count_differs_from_model_output(ref_bundle):
     labels = ref_bundle / "labels.txt"
     labels.write_text("\n".join(labels.read_text().splitlines()[:1000]) + "\n")
-    edit_manifest(ref_bundle, labels__sha256=sha256_file(labels), labels__size_bytes=labels.stat().st_size,
-                  labels__count=1000)  # fmt: skip
+    edit_manifest(
+        ref_bundle, labels__sha256=sha256_file(labels), labels__size_bytes=labels.stat().st_size, labels__count=1000
+    )
     expect_error(ref_bundle, "label count 1000 does not match the model's output size 1001")
 
 
@@ -157,12 +170,29 @@ def test_write_is_atomic_and_refuses_to_clobber(ref_bundle, reference, tmp_path)
     with pytest.raises(BundleError, match="already exists"):
         write_bundle(ref_bundle, reference / REF_MODEL, labels, spec, name="x", version="2", backbone="b", variant="v")
     with pytest.raises(BundleError, match="label count 3 does not match the model's output size 1001"):
-        write_bundle(tmp_path / "bad", reference / REF_MODEL, ["a", "b", "c"], spec, name="x", version="1",
-                     backbone="b", variant="v")  # fmt: skip
+        write_bundle(
+            tmp_path / "bad",
+            reference / REF_MODEL,
+            ["a", "b", "c"],
+            spec,
+            name="x",
+            version="1",
+            backbone="b",
+            variant="v",
+        )
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.*"))
     before = load_bundle(ref_bundle).manifest.version
-    write_bundle(ref_bundle, reference / REF_MODEL, labels, spec, name="x", version="2", backbone="b", variant="v",
-                 overwrite=True)  # fmt: skip
+    write_bundle(
+        ref_bundle,
+        reference / REF_MODEL,
+        labels,
+        spec,
+        name="x",
+        version="2",
+        backbone="b",
+        variant="v",
+        overwrite=True,
+    )
     assert (before, load_bundle(ref_bundle).manifest.version) == ("1", "2")
     # readable by another user (the agent's DynamicUser service) after a plain copy
     assert ref_bundle.stat().st_mode & 0o777 == 0o755
@@ -177,8 +207,9 @@ def test_bare_model_preprocessing_inferred_from_quantization(reference):
     _, io = inspect_model(reference / "mobilenet_v2_1.0_224_quant.tflite")
     spec = infer_spec(io)
     assert (spec.height, spec.width, spec.mean[0], spec.std[0]) == (224, 224, 128.0, 128.0)
-    clf = Classifier.from_files(reference / "mobilenet_v2_1.0_224_quant.tflite", reference / "imagenet_labels.txt",
-                                resize="stretch")  # fmt: skip
+    clf = Classifier.from_files(
+        reference / "mobilenet_v2_1.0_224_quant.tflite", reference / "imagenet_labels.txt", resize="stretch"
+    )
     assert clf.bundle.bare and clf.bundle.spec.resize == "stretch" and clf.preprocessor.mode == "copy"
 
 
@@ -195,8 +226,16 @@ def test_tiny_models_every_io_flavour(tiny_models, tmp_path):
     frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     results = {}
     for name in ("float_softmax", "float_logits", "int8", "uint8"):
-        out = write_bundle(tmp_path / name, tiny_models[name], labels, PreprocessSpec(height=16, width=16),
-                           name=name, version="1", backbone="tiny", variant=name)  # fmt: skip
+        out = write_bundle(
+            tmp_path / name,
+            tiny_models[name],
+            labels,
+            PreprocessSpec(height=16, width=16),
+            name=name,
+            version="1",
+            backbone="tiny",
+            variant=name,
+        )
         clf = Classifier.from_bundle(out, threads=1)
         m = out.manifest
         assert m.input.dtype == {"float_softmax": "float32", "float_logits": "float32"}.get(name, name)

@@ -117,6 +117,17 @@ def test_a_model_without_labels_needs_them(tiny_models, tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"shelfscan-agent bundle: error: {tiny_models['float_softmax']}: no labels in its metadata: pass --labels FILE"
     ]
-    ok = run_cli("bundle", "--model", str(tiny_models["float_softmax"]), "--labels", str(tiny_models["labels"]),
-                 "--mean", "0", "--std", "255", "--out", str(tmp_path / "b"))  # fmt: skip
+    ok = run_cli(
+        "bundle",
+        "--model",
+        str(tiny_models["float_softmax"]),
+        "--labels",
+        str(tiny_models["labels"]),
+        "--mean",
+        "0",
+        "--std",
+        "255",
+        "--out",
+        str(tmp_path / "b"),
+    )
     assert ok.returncode == 0 and "normalization options" in ok.stdout, ok.stderr

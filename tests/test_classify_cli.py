@@ -12,8 +12,12 @@ from tests.conftest import run_cli
 
 
 def model_args(reference: Path) -> list[str]:
-    return ["--model", str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
-            "--labels", str(reference / "imagenet_labels.txt")]  # fmt: skip
+    return [
+        "--model",
+        str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+    ]
 
 
 @pytest.fixture

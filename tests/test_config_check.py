@@ -31,8 +31,13 @@ def test_schema_errors_are_one_line(tmp_path, bundle, source, message):
 
 
 def test_every_problem_is_listed_not_only_the_first(tmp_path, bundle):
-    cfg = agent_config(tmp_path, 1883, tmp_path / "no-bundle", f'kind = "video"\npath = "{tmp_path}/gone.avi"',
-                       mqtt={"tls": {"ca": str(tmp_path / "ca.pem")}})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        1883,
+        tmp_path / "no-bundle",
+        f'kind = "video"\npath = "{tmp_path}/gone.avi"',
+        mqtt={"tls": {"ca": str(tmp_path / "ca.pem")}},
+    )
     rc, lines = check(cfg)
     assert rc == 2 and len(lines) == 3, lines
     assert all(line.startswith(f"shelfscan-agent config: error: {cfg}: ") for line in lines)
@@ -52,8 +57,13 @@ def test_bad_files_and_a_state_dir_that_is_a_file(tmp_path, bundle):
     rc, lines = check(tmp_path)
     assert rc == 2 and lines == [f"shelfscan-agent config: error: {tmp_path}: is a folder, not a configuration file"]
     (tmp_path / "state-file").write_text("x")
-    cfg = agent_config(tmp_path, 1883, bundle, f'kind = "folder"\npath = "{tmp_path}"',
-                       device={"state_dir": str(tmp_path / "state-file")})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        1883,
+        bundle,
+        f'kind = "folder"\npath = "{tmp_path}"',
+        device={"state_dir": str(tmp_path / "state-file")},
+    )
     rc, lines = check(cfg)
     assert rc == 2 and len(lines) == 1 and "device.state_dir" in lines[0] and "is a file" in lines[0], lines
 

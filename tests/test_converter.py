@@ -27,18 +27,51 @@ def trained(tmp_path_factory, shared) -> dict[str, Path]:
     data = make_dataset(root / "data", per_class=16)
     evaluation = make_dataset(root / "eval", per_class=6, seed=9)
     weights = shared / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
-    args = [str(data), "--out", str(root / "run"), "--backbone", "mobilenet_v2", "--weights", str(weights),
-            "--input-size", "64", "--cache-dir", str(root / "cache"), "--epochs", "40", "--val-pct", "25",
-            "--hidden", "32", "--dropout", "0.1"]  # fmt: skip
+    args = [
+        str(data),
+        "--out",
+        str(root / "run"),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--input-size",
+        "64",
+        "--cache-dir",
+        str(root / "cache"),
+        "--epochs",
+        "40",
+        "--val-pct",
+        "25",
+        "--hidden",
+        "32",
+        "--dropout",
+        "0.1",
+    ]
     assert train(args) == 0
     return {"root": root, "run": root / "run", "data": data, "eval": evaluation}
 
 
 def test_every_variant_converts_loads_and_is_compared(trained, capsys):
     out = trained["root"] / "bundles"
-    rc = convert([str(trained["run"]), "--out", str(out), "--variants", "fp32,fp16,dynamic,int8,int8-pw",
-                  "--eval", str(trained["eval"]), "--max-drop", "100", "--calibration-count", "40",
-                  "--bench-runs", "3", "--json"])  # fmt: skip
+    rc = convert(
+        [
+            str(trained["run"]),
+            "--out",
+            str(out),
+            "--variants",
+            "fp32,fp16,dynamic,int8,int8-pw",
+            "--eval",
+            str(trained["eval"]),
+            "--max-drop",
+            "100",
+            "--calibration-count",
+            "40",
+            "--bench-runs",
+            "3",
+            "--json",
+        ]
+    )
     assert rc == 0
     doc = json.loads((out / "comparison.json").read_text())
     printed = capsys.readouterr().out  # the module fixture's training output comes first
@@ -76,8 +109,24 @@ def test_default_gate_is_the_runs_held_out_test_split(trained, tmp_path):
     assert not calib & {p for p, _ in splits["test"] + splits["val"]}
     assert eval_images(run, "val").items == splits["val"]
     out = tmp_path / "b"
-    assert convert([str(trained["run"]), "--out", str(out), "--variants", "int8", "--calibration-count", "40",
-                    "--max-drop", "100", "--bench-runs", "2"]) == 0  # fmt: skip
+    assert (
+        convert(
+            [
+                str(trained["run"]),
+                "--out",
+                str(out),
+                "--variants",
+                "int8",
+                "--calibration-count",
+                "40",
+                "--max-drop",
+                "100",
+                "--bench-runs",
+                "2",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((out / "comparison.json").read_text())
     assert doc["eval_split"] == "test" and doc["variants"]["int8"]["images"] == len(splits["test"])
     assert "the run's test split" in (out / "comparison.md").read_text()
@@ -97,8 +146,21 @@ def test_gate_fails_with_wrong_calibration(trained, tmp_path, capsys):
     black.mkdir()
     for i in range(8):
         cv2.imwrite(str(black / f"{i}.png"), np.zeros((64, 64, 3), np.uint8))
-    rc = convert([str(trained["run"]), "--out", str(tmp_path / "b"), "--variants", "int8", "--calibration",
-                  str(black), "--eval", str(trained["eval"]), "--bench-runs", "2"])  # fmt: skip
+    rc = convert(
+        [
+            str(trained["run"]),
+            "--out",
+            str(tmp_path / "b"),
+            "--variants",
+            "int8",
+            "--calibration",
+            str(black),
+            "--eval",
+            str(trained["eval"]),
+            "--bench-runs",
+            "2",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1, captured.out
     assert "accuracy gate failed: int8" in captured.err
@@ -112,8 +174,12 @@ def test_signed_bundles_verify_and_tampering_is_rejected(trained, tmp_path):
     other = tmp_path / "other.pem"
     convert(["--make-key", str(other)])
     out = tmp_path / "signed"
-    assert convert([str(trained["run"]), "--out", str(out), "--variants", "fp32", "--sign-key", str(key),
-                    "--bench-runs", "2"]) == 0  # fmt: skip
+    assert (
+        convert(
+            [str(trained["run"]), "--out", str(out), "--variants", "fp32", "--sign-key", str(key), "--bench-runs", "2"]
+        )
+        == 0
+    )
     bundle = out / "run-fp32"
     trusted = load_public_keys([Path(f"{key}.pub")])
     assert Classifier.from_bundle(bundle, 1, trusted_keys=trusted).bundle.manifest.variant == "fp32"

@@ -72,9 +72,16 @@ def noop_delegate(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ref_bundle(reference, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("delegate_bundles") / "ref-int8"
-    write_bundle(out, reference / "mobilenet_v2_1.0_224_quant.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 PreprocessSpec(height=224, width=224), name="ref", version="1", backbone="mobilenet_v2",
-                 variant="int8")  # fmt: skip
+    write_bundle(
+        out,
+        reference / "mobilenet_v2_1.0_224_quant.tflite",
+        read_labels(reference / "imagenet_labels.txt"),
+        PreprocessSpec(height=224, width=224),
+        name="ref",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
     return out
 
 
@@ -90,14 +97,19 @@ MISSING = "/nonexistent/libedgetpu.so.1"
 
 
 def test_config_accepts_model_delegate():
-    cfg = parse_config({"model": {"bundle": "b", "delegate": "libedgetpu.so.1", "delegate_options": {"device": "usb"}},
-                        "source": {"kind": "camera", "camera": 0}})  # fmt: skip
+    cfg = parse_config(
+        {
+            "model": {"bundle": "b", "delegate": "libedgetpu.so.1", "delegate_options": {"device": "usb"}},
+            "source": {"kind": "camera", "camera": 0},
+        }
+    )
     assert cfg.model.delegate_spec() == DelegateSpec("libedgetpu.so.1", {"device": "usb"})
     plain = parse_config({"model": {"bundle": "b"}, "source": {"kind": "camera", "camera": 0}})
     assert plain.model.delegate_spec() is None
     with pytest.raises(ShelfscanError, match=r"delegate_options needs model\.delegate"):
-        parse_config({"model": {"bundle": "b", "delegate_options": {"device": "usb"}},
-                      "source": {"kind": "camera", "camera": 0}})  # fmt: skip
+        parse_config(
+            {"model": {"bundle": "b", "delegate_options": {"device": "usb"}}, "source": {"kind": "camera", "camera": 0}}
+        )
     assert "delegate_options = {}" in example_toml()
 
 
@@ -108,9 +120,16 @@ def test_option_pairs():
 
 
 def test_classify_missing_delegate_is_one_line(reference):
-    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
-                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
-                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", MISSING)  # fmt: skip
+    proc = run_cli(
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--delegate",
+        MISSING,
+    )
     assert proc.returncode == 2
     line = one_error_line(proc.stderr, "classify")
     assert f"delegate {MISSING}: cannot load the library" in line and "No such file" in line
@@ -133,16 +152,29 @@ def test_a_library_that_is_no_delegate_is_one_line(reference):
     libz = ctypes.util.find_library("z")
     if libz is None:
         pytest.skip("no libz to stand in for a non-delegate library")
-    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
-                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
-                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", libz)  # fmt: skip
+    proc = run_cli(
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--delegate",
+        libz,
+    )
     assert proc.returncode == 2
     assert "not a TFLite delegate library" in one_error_line(proc.stderr, "classify")
 
 
 def test_classify_runs_through_a_delegate(reference, noop_delegate):
-    args = [str(reference / "samples" / "coffee.png"), "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
-            "--labels", str(reference / "imagenet_labels.txt"), "--json"]  # fmt: skip
+    args = [
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--json",
+    ]
     plain = run_cli("classify", *args, check=True)
     delegated = run_cli("classify", *args, "--delegate", str(noop_delegate), check=True)
     doc, base = json.loads(delegated.stdout), json.loads(plain.stdout)
@@ -152,18 +184,37 @@ def test_classify_runs_through_a_delegate(reference, noop_delegate):
 
 
 def test_delegate_that_fails_to_start_is_one_line(reference, noop_delegate):
-    proc = run_cli("classify", str(reference / "samples" / "coffee.png"),
-                   "--model", str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
-                   "--labels", str(reference / "imagenet_labels.txt"), "--delegate", str(noop_delegate),
-                   "--delegate-option", "fail=1")  # fmt: skip
+    proc = run_cli(
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "mobilenet_v2_1.0_224_quant.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--delegate",
+        str(noop_delegate),
+        "--delegate-option",
+        "fail=1",
+    )
     assert proc.returncode == 2
     line = one_error_line(proc.stderr, "classify")
     assert "failed to create the delegate" in line and "refused: no device" in line
 
 
 def test_bench_reports_the_delegate(ref_bundle, noop_delegate):
-    proc = run_cli("bench", str(ref_bundle), "--runs", "2", "--warmup", "1", "--json",
-                   "--delegate", str(noop_delegate), "--delegate-option", "device=usb")  # fmt: skip
+    proc = run_cli(
+        "bench",
+        str(ref_bundle),
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "--delegate",
+        str(noop_delegate),
+        "--delegate-option",
+        "device=usb",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, json.loads((SCHEMAS / "bench.schema.json").read_text()))
@@ -181,7 +232,8 @@ def test_detect_runs_through_a_delegate_and_names_a_missing_one(tiny_detector, n
     assert missing.returncode == 2
     assert f"delegate {MISSING}: cannot load the library" in one_error_line(missing.stderr, "detect")
     plain = json.loads(run_cli("detect", images, "--bundle", bundle, "--json", check=True).stdout)
-    delegated = json.loads(run_cli("detect", images, "--bundle", bundle, "--json", "--delegate", str(noop_delegate),
-                                   check=True).stdout)  # fmt: skip
+    delegated = json.loads(
+        run_cli("detect", images, "--bundle", bundle, "--json", "--delegate", str(noop_delegate), check=True).stdout
+    )
     assert delegated["delegate"]["external"] == {"library": str(noop_delegate), "options": {}}
     assert delegated["results"] == plain["results"] and plain["results"]  # it claimed no ops: the same CPU path

@@ -32,10 +32,25 @@ REPO = Path(__file__).resolve().parent.parent
 def test_quick_demo_counts_facings_and_gaps_against_the_truth(tmp_path, shared):
     weights = shared / SHARED_MOBILENET
     work = tmp_path / "demo"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MQTT_URL", "DATA", "WEIGHTS", "DETECTOR_WEIGHTS", "BACKBONE", "INPUT_SIZE")}  # fmt: skip
-    cmd = [sys.executable, "-m", "demo", "--quick", "--work", str(work), "--backbone", "mobilenet_v2",
-           "--weights", str(weights), "--detector-weights", str(weights)]  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MQTT_URL", "DATA", "WEIGHTS", "DETECTOR_WEIGHTS", "BACKBONE", "INPUT_SIZE")
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "demo",
+        "--quick",
+        "--work",
+        str(work),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--detector-weights",
+        str(weights),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=540, env=env)
     out = proc.stdout
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-4000:]}\n{proc.stderr[-3000:]}"
@@ -63,8 +78,15 @@ def test_quick_demo_counts_facings_and_gaps_against_the_truth(tmp_path, shared):
     assert len(re.findall(r"\] facing #", out)) == sum(summary["counted"].values())
     assert len(re.findall(r"\] gap +#", out)) == g["reported"] == summary["agent_gaps"]
     assert 'pipeline = "detect_classify"' in (work / "agent.toml").read_text()
-    outputs = ["run/report.html", "detector-run/report.html", "bundles/demo-int8/manifest.json", "scan.json",
-               "detector-bundles/demo-facings-int8/manifest.json", "shelfmap.png", "shelfmap.json"]  # fmt: skip
+    outputs = [
+        "run/report.html",
+        "detector-run/report.html",
+        "bundles/demo-int8/manifest.json",
+        "scan.json",
+        "detector-bundles/demo-facings-int8/manifest.json",
+        "shelfmap.png",
+        "shelfmap.json",
+    ]
     assert [p for p in outputs if not (work / p).is_file()] == []
 
 
@@ -109,8 +131,9 @@ def test_products_for_the_detector_and_the_pass_leave_out_background(tmp_path):
 
 def test_agent_config_is_a_valid_detect_classify_config(tmp_path):
     path = tmp_path / "agent.toml"
-    agent_config(path, tmp_path / "clf", tmp_path / "det", tmp_path / "v.mp4", tmp_path / "state", "127.0.0.1", 1883,
-                 10.0)  # fmt: skip
+    agent_config(
+        path, tmp_path / "clf", tmp_path / "det", tmp_path / "v.mp4", tmp_path / "state", "127.0.0.1", 1883, 10.0
+    )
     cfg = load_config(path)
     assert cfg.inference.pipeline == "detect_classify" and cfg.model.detector == tmp_path / "det"
     assert cfg.inference.ignore_labels == [BACKGROUND] and cfg.source.fps == 10.0
@@ -118,12 +141,15 @@ def test_agent_config_is_a_valid_detect_classify_config(tmp_path):
 
 # A shelf pass's truth, reduced to what scoring reads: two frames (the second zoomed 2x), two rows with a gap each.
 TRUTH = {
-    "width": 640, "height": 480,
+    "width": 640,
+    "height": 480,
     "camera": [{"x": 100.0, "y": 0.0, "zoom": 1.0}, {"x": 300.0, "y": 0.0, "zoom": 2.0}],
-    "rows": [{"row": 0, "facings": [], "gaps": [{"box": [200.0, 0.0, 260.0, 100.0]}]},
-             {"row": 1, "facings": [], "gaps": [{"box": [400.0, 100.0, 470.0, 200.0]}]}],
+    "rows": [
+        {"row": 0, "facings": [], "gaps": [{"box": [200.0, 0.0, 260.0, 100.0]}]},
+        {"row": 1, "facings": [], "gaps": [{"box": [400.0, 100.0, 470.0, 200.0]}]},
+    ],
     "totals": {"facings": {"milk": 10, "tea": 10}, "gaps": 2, "rows": 2},
-}  # fmt: skip
+}
 # Counted facings in frame pixels: 1 and 2 flank row 0's gap (frame 0), 3 and 4 row 1's (frame 1, zoom 2).
 FACINGS = [
     {"track_id": 1, "frame_index": 0, "box": [40, 10, 100, 90]},  # canvas 140..200
@@ -139,7 +165,12 @@ def gap(left: int, right: int) -> dict:
 
 def test_gaps_are_found_by_their_place_on_the_shelf():
     assert match_gaps(TRUTH, [gap(1, 2), gap(3, 4)], FACINGS) == {
-        "truth": 2, "reported": 2, "found": 2, "false": 0, "found_share": 1.0}  # fmt: skip
+        "truth": 2,
+        "reported": 2,
+        "found": 2,
+        "false": 0,
+        "found_share": 1.0,
+    }
     # reported twice, a neighbour never counted, or between the wrong facings: false
     got = match_gaps(TRUTH, [gap(1, 2), gap(1, 2), gap(1, 99), gap(2, 3)], FACINGS)
     assert (got["found"], got["false"], got["found_share"]) == (1, 3, 0.5)
@@ -167,8 +198,10 @@ def test_evidence_check_finds_unknown_facings_without_their_images(tmp_path):
     good = {"name": "t3-crop.jpg", "sha256": hashlib.sha256(b"jpeg bytes").hexdigest()}
     tracks = ((3, "unknown"), (4, "unknown"), (5, "milk"), (6, "unknown"))
     facings = [{"scan_id": "s", "track_id": t, "label": label} for t, label in tracks]
-    evidence = [{"scan_id": "s", "track_id": 3, "files": [good]},
-                {"scan_id": "s", "track_id": 6, "files": [{**good, "sha256": "0" * 64}]}]  # fmt: skip
+    evidence = [
+        {"scan_id": "s", "track_id": 3, "files": [good]},
+        {"scan_id": "s", "track_id": 6, "files": [{**good, "sha256": "0" * 64}]},
+    ]
     ev = check_evidence(facings, evidence, tmp_path)
     assert ev == {"unknown_facings": 3, "with_evidence": 1, "missing_tracks": [4, 6]}
     result = score(TRUTH, {"milk": 10, "tea": 10}, FACINGS, [gap(1, 2), gap(3, 4)], ev)

@@ -41,17 +41,23 @@ def unit_copy(tmp_path: Path, name: str, instance: str | None = None) -> Path:
     return target
 
 
-@pytest.mark.parametrize(("name", "instance"), [("shelfscan-agent.service", None), ("shelfscan-agent@.service", "cam1"),
-                                                ("shelfscan-bench.service", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "instance"),
+    [("shelfscan-agent.service", None), ("shelfscan-agent@.service", "cam1"), ("shelfscan-bench.service", None)],
+)
 def test_units_verify(tmp_path, name, instance):
-    proc = subprocess.run([systemd_analyze(), "verify", str(unit_copy(tmp_path, name, instance))],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [systemd_analyze(), "verify", str(unit_copy(tmp_path, name, instance))], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
 
 
 def test_agent_unit_security_exposure(tmp_path):
-    proc = subprocess.run([systemd_analyze(), "security", "--offline=yes", str(UNITS / "shelfscan-agent.service")],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [systemd_analyze(), "security", "--offline=yes", str(UNITS / "shelfscan-agent.service")],
+        capture_output=True,
+        text=True,
+    )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout + proc.stderr)
     assert match, proc.stdout[-2000:] + proc.stderr
     print(f"systemd-analyze security exposure: {match.group(1)}")
@@ -123,8 +129,13 @@ def test_agent_sends_ready_and_watchdog(tmp_path, bundle, video):
     sock, path = notify_socket(tmp_path)
     cfg = agent_config(tmp_path, broker.port, bundle, f'kind = "video"\npath = "{video}"\nloop = true')
     env = {**os.environ, "NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"}
-    agent = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         messages = received(sock, 8)
         assert any(m.startswith("READY=1") for m in messages), messages
@@ -142,8 +153,13 @@ def test_installer_rejects_32_bit_arm(tmp_path):
     fake.write_text('#!/bin/sh\necho "armv7l 32"\n')
     fake.chmod(0o755)
     env = {**os.environ, "DESTDIR": str(tmp_path / "root"), "PYTHON": str(fake)}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"], env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "armv7l" in proc.stderr and "64-bit" in proc.stderr and "ai-edge-litert" in proc.stderr
@@ -154,8 +170,13 @@ def test_installer_in_scratch_root(tmp_path):
     root = tmp_path / "root"
     env = {**os.environ, "DESTDIR": str(root), "PYTHON": sys.executable}
     for extra in ([], ["--system-site-packages"]):  # idempotent; the second run turns system site packages on
-        proc = subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable", *extra], env=env,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert "include-system-site-packages = true" in (root / "opt/shelfscan/venv/pyvenv.cfg").read_text()
     pin = re.search(r"numpy pinned to the system's (\S+)", proc.stdout)
@@ -163,30 +184,54 @@ def test_installer_in_scratch_root(tmp_path):
         check = [str(root / "opt/shelfscan/venv/bin/python"), "-I", "-c", "import numpy; print(numpy.__version__)"]
         venv_numpy = subprocess.run(check, capture_output=True, text=True)
         assert venv_numpy.stdout.strip() == pin.group(1)
-    expected = ["opt/shelfscan/venv/bin/shelfscan-agent", "etc/shelfscan/agent.toml", "etc/shelfscan/agent.env",
-                "etc/shelfscan/agent.toml.example", "var/lib/shelfscan/bundles"]  # fmt: skip
-    expected += [f"etc/systemd/system/{u}" for u in ("shelfscan-agent.service", "shelfscan-agent@.service",
-                                                     "shelfscan-bench.service")]  # fmt: skip
+    expected = [
+        "opt/shelfscan/venv/bin/shelfscan-agent",
+        "etc/shelfscan/agent.toml",
+        "etc/shelfscan/agent.env",
+        "etc/shelfscan/agent.toml.example",
+        "var/lib/shelfscan/bundles",
+    ]
+    expected += [
+        f"etc/systemd/system/{u}"
+        for u in ("shelfscan-agent.service", "shelfscan-agent@.service", "shelfscan-bench.service")
+    ]
     for rel in expected:
         assert (root / rel).exists(), rel
     assert oct((root / "etc/shelfscan/agent.env").stat().st_mode)[-3:] == "600"
     venv_python = root / "opt/shelfscan/venv/bin/python"
-    no_tf = subprocess.run([str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('tensorflow'))"],
-                           capture_output=True, text=True)  # fmt: skip
+    no_tf = subprocess.run(
+        [str(venv_python), "-c", "import importlib.util as u; print(u.find_spec('tensorflow'))"],
+        capture_output=True,
+        text=True,
+    )
     assert no_tf.stdout.strip() == "None"  # the device venv has the edge extra only
-    check = subprocess.run([str(root / "opt/shelfscan/venv/bin/shelfscan-agent"), "config", "--check",
-                            str(root / "etc/shelfscan/agent.toml")], capture_output=True, text=True)  # fmt: skip
+    check = subprocess.run(
+        [
+            str(root / "opt/shelfscan/venv/bin/shelfscan-agent"),
+            "config",
+            "--check",
+            str(root / "etc/shelfscan/agent.toml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     # a valid file; what it names is not on this machine yet (no bundle installed, no camera), and is said so
     problems = check.stderr.strip().splitlines()
     assert check.returncode == 2 and problems, check.stderr
     assert all(": model: " in line or ": source (camera): " in line for line in problems), problems
     (root / "etc/shelfscan/agent.toml").write_text((root / "etc/shelfscan/agent.toml").read_text() + "# edited\n")
-    subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"], env=env, check=True,
-                   capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-agent.sh"), "--no-enable"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert (root / "etc/shelfscan/agent.toml").read_text().endswith("# edited\n")  # config is never clobbered
     assert "include-system-site-packages = true" in (root / "opt/shelfscan/venv/pyvenv.cfg").read_text()  # kept
-    subprocess.run(["bash", str(REPO / "scripts" / "install-agent.sh"), "--uninstall"], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-agent.sh"), "--uninstall"], env=env, check=True, capture_output=True
+    )
     assert not (root / "opt/shelfscan").exists() and not (root / "etc/systemd/system/shelfscan-agent.service").exists()
     assert (root / "etc/shelfscan/agent.toml").exists()
 

@@ -44,12 +44,14 @@ def detect_bundle(dest: Path, model: Path, spec: PreprocessSpec = STRETCH, **kwa
 
 def classify_bundle(dest: Path, tiny_models: dict[str, Path]):
     labels, spec = read_labels(tiny_models["labels"]), PreprocessSpec(height=16, width=16)
-    return write_bundle(dest, tiny_models["float_softmax"], labels, spec, name="t", version="1", backbone="t",
-                        variant="fp32")  # fmt: skip
+    return write_bundle(
+        dest, tiny_models["float_softmax"], labels, spec, name="t", version="1", backbone="t", variant="fp32"
+    )
 
 
-def shelf_frame(cells: list[tuple[int, int]], scale: int = 2, height: int = 2 * HEIGHT, width: int = 2 * WIDTH,
-                x_offset: int = 0) -> np.ndarray:  # fmt: skip
+def shelf_frame(
+    cells: list[tuple[int, int]], scale: int = 2, height: int = 2 * HEIGHT, width: int = 2 * WIDTH, x_offset: int = 0
+) -> np.ndarray:
     """A black BGR frame with a white square on each model cell ``(i, j)`` (``scale`` frame pixels per input pixel)."""
     frame = np.zeros((height, width, 3), np.uint8)
     side = STRIDE * scale
@@ -97,9 +99,15 @@ def test_centernet_bundle_decodes_the_expected_boxes(detectors, tmp_path, flavou
     tol = 1e-3 if flavour == "centernet_float" else 0.5  # int8: one quantization step of 2/255 strides
     np.testing.assert_allclose(sorted_rows(found.xyxy), sorted_rows(expected_boxes(cells)), atol=tol)
     assert (found.scores > 0.9).all()
-    assert det.describe()["detection"] == {"format": "centernet", "stride": STRIDE, "score_threshold": 0.5,
-                                           "nms_iou": 0.5, "max_detections": 20, "crop_margin": 0.0,
-                                           "crop_resize": "center_crop"}  # fmt: skip
+    assert det.describe()["detection"] == {
+        "format": "centernet",
+        "stride": STRIDE,
+        "score_threshold": 0.5,
+        "nms_iou": 0.5,
+        "max_detections": 20,
+        "crop_margin": 0.0,
+        "crop_resize": "center_crop",
+    }
     # Overrides: a threshold above every score finds nothing; max_detections keeps the best.
     assert len(Detector.from_bundle(root, threads=1, score_threshold=0.99).detect_bgr(shelf_frame(cells))) == 0
     assert len(Detector.from_bundle(root, threads=1, max_detections=2).detect_bgr(shelf_frame(cells))) == 2
@@ -114,8 +122,9 @@ def test_center_crop_maps_boxes_back_to_the_frame(detectors, tmp_path):
     cells = [(1, 1), (3, 5)]
     frame = shelf_frame(cells, height=96, width=160, x_offset=16)  # the 128-wide window starts at x = 16
     found = det.detect_bgr(frame)
-    np.testing.assert_allclose(sorted_rows(found.xyxy), sorted_rows(expected_boxes(cells, x_offset=16, width=160)),
-                               atol=1e-3)  # fmt: skip
+    np.testing.assert_allclose(
+        sorted_rows(found.xyxy), sorted_rows(expected_boxes(cells, x_offset=16, width=160)), atol=1e-3
+    )
     rgb = det.detect_rgb(np.ascontiguousarray(frame[:, :, ::-1]))
     np.testing.assert_allclose(rgb.xyxy, found.xyxy)
 
@@ -147,11 +156,16 @@ def test_real_postprocess_op_is_read_by_role_not_order(detectors, tmp_path):
     np.testing.assert_allclose(found.scores, PP_SCORES[:2], atol=1e-6)
     assert found.class_id.tolist() == [int(c) for c in PP_CLASSES[:2]]
     assert [r["label"] for r in found.to_list(det.labels)] == ["class 2", "class 0"]  # no labels given: unnamed
-    low = Detector.from_file(detectors["postprocess_op"], threads=1, score_threshold=0.1, mean=(127.5,) * 3,
-                             std=(127.5,) * 3).detect_bgr(frame)  # fmt: skip
+    low = Detector.from_file(
+        detectors["postprocess_op"], threads=1, score_threshold=0.1, mean=(127.5,) * 3, std=(127.5,) * 3
+    ).detect_bgr(frame)
     assert len(low) == 3  # count says 3: the padding slot is never read
-    root = detect_bundle(tmp_path / "b", detectors["postprocess_op"], PreprocessSpec(height=PP_SIZE, width=PP_SIZE,
-                         resize="stretch"), labels=["beans", "coffee", "tea"])  # fmt: skip
+    root = detect_bundle(
+        tmp_path / "b",
+        detectors["postprocess_op"],
+        PreprocessSpec(height=PP_SIZE, width=PP_SIZE, resize="stretch"),
+        labels=["beans", "coffee", "tea"],
+    )
     det = Detector.from_bundle(root, threads=1)
     rows = det.detect_bgr(frame).to_list(det.labels)
     assert [(r["label"], r["class_id"]) for r in rows] == [("tea", 2), ("beans", 0)]
@@ -164,8 +178,9 @@ def test_postprocess_shapes_from_plain_keras_layers(detectors):
     The real op is tested above; here the classes/scores pair has no op to tell them apart, so
     names or the op's order decide. Threshold 0: the decoded boxes do not depend on which is which.
     """
-    det = Detector.from_file(detectors["postprocess_keras"], threads=1, score_threshold=0.0, mean=(127.5,) * 3,
-                             std=(127.5,) * 3)  # fmt: skip
+    det = Detector.from_file(
+        detectors["postprocess_keras"], threads=1, score_threshold=0.0, mean=(127.5,) * 3, std=(127.5,) * 3
+    )
     assert det.format == "tflite_postprocess" and set(det.io.outputs) == {"boxes", "classes", "scores", "count"}
     found = det.detect_bgr(np.zeros((32, 64, 3), np.uint8))
     np.testing.assert_allclose(sorted_rows(found.xyxy), sorted_rows(pp_expected(64, 32, 3)), atol=1e-4)
@@ -209,17 +224,23 @@ def edit(root: Path, change) -> None:
     ("change", "message"),
     [
         (lambda d: d["detection"].update(stride=4), "stride mismatch: manifest says 4, model has 8"),
-        (lambda d: d["detection"]["outputs"]["heatmap"].update(dtype="int8"),
-         "heatmap output dtype mismatch: manifest says int8, model has float32"),
-        (lambda d: d.update(output={"dtype": "float32", "shape": [1, 1], "kind": "sigmoid"}),
-         "output is only for task classify"),
+        (
+            lambda d: d["detection"]["outputs"]["heatmap"].update(dtype="int8"),
+            "heatmap output dtype mismatch: manifest says int8, model has float32",
+        ),
+        (
+            lambda d: d.update(output={"dtype": "float32", "shape": [1, 1], "kind": "sigmoid"}),
+            "output is only for task classify",
+        ),
         (lambda d: d.pop("detection"), "a detect manifest needs detection"),
         (lambda d: d.update(schema_version=1), "task and detection need schema_version 2, this manifest says 1"),
-        (lambda d: d["detection"].update(format="tflite_postprocess"),
-         "detection: tflite_postprocess outputs must be boxes, classes, scores, count; got heatmap, boxes"),
+        (
+            lambda d: d["detection"].update(format="tflite_postprocess"),
+            "detection: tflite_postprocess outputs must be boxes, classes, scores, count; got heatmap, boxes",
+        ),
         (lambda d: d["detection"].update(score_threshold=1.5), "detection.score_threshold: Input should be less"),
     ],
-)  # fmt: skip
+)
 def test_detect_manifest_problems_are_one_line(detectors, tmp_path, change, message):
     root = detect_bundle(tmp_path / "b", detectors["centernet_float"])
     edit(root, change)
@@ -274,8 +295,9 @@ def test_decode_centernet_peaks_nms_and_limits():
     # Quantized tensors: heatmap uint8 with scale 1/255, boxes int8 with scale 0.5 and zero point -10.
     q_heat = np.rint(heat * 255).astype(np.uint8)
     q_boxes = np.full((1, 4, 4, 4), -8, np.int8)  # 0.5 * (-8 + 10) = 1 stride
-    quant = decode_centernet(q_heat, q_boxes, 8, fmap, nms_iou=0.3, heatmap_quantization=(1 / 255, 0),
-                             boxes_quantization=(0.5, -10))  # fmt: skip
+    quant = decode_centernet(
+        q_heat, q_boxes, 8, fmap, nms_iou=0.3, heatmap_quantization=(1 / 255, 0), boxes_quantization=(0.5, -10)
+    )
     np.testing.assert_allclose(quant.xyxy, found.xyxy)
 
 
@@ -401,13 +423,24 @@ def composed_set(root: Path) -> Path:
     entries = []
     for k, cells in enumerate([[(2, 3), (4, 6)], [(1, 1)]]):
         cv2.imwrite(str(root / f"{k:06d}.jpg"), shelf_frame(cells), [cv2.IMWRITE_JPEG_QUALITY, 100])
-        facings = [{"box": box.tolist(), "label": "beans", "row": 0, "photo": "train/beans/b.jpg"}
-                   for box in expected_boxes(cells)]  # fmt: skip
-        entries.append({"file": f"{k:06d}.jpg", "width": 2 * WIDTH, "height": 2 * HEIGHT, "facings": facings,
-                        "gaps": [{"box": [0, 0, 4, 4], "row": 0}], "rows": [{"y0": 0, "y1": 48}]})  # fmt: skip
+        facings = [
+            {"box": box.tolist(), "label": "beans", "row": 0, "photo": "train/beans/b.jpg"}
+            for box in expected_boxes(cells)
+        ]
+        entries.append(
+            {
+                "file": f"{k:06d}.jpg",
+                "width": 2 * WIDTH,
+                "height": 2 * HEIGHT,
+                "facings": facings,
+                "gaps": [{"box": [0, 0, 4, 4], "row": 0}],
+                "rows": [{"y0": 0, "y1": 48}],
+            }
+        )
     (root / "000002.jpg").write_bytes(b"\xff\xd8 truncated")
-    entries.append({"file": "000002.jpg", "width": 2 * WIDTH, "height": 2 * HEIGHT, "facings": [], "gaps": [],
-                    "rows": []})  # fmt: skip
+    entries.append(
+        {"file": "000002.jpg", "width": 2 * WIDTH, "height": 2 * HEIGHT, "facings": [], "gaps": [], "rows": []}
+    )
     doc = {"schema": "shelfscan.shelves", "version": 1, "images": entries}
     (root / "shelves.json").write_text(json.dumps(doc))
     return root
@@ -420,8 +453,9 @@ def test_detect_cli_json_draw_and_truth(detectors, tmp_path):
     proc = run_cli("detect", str(shelves), "--bundle", str(bundle), "--json", "--draw", str(drawn))
     assert proc.returncode == 1  # the unreadable image was skipped
     skipped = [line for line in proc.stderr.splitlines() if "skipped" in line]
-    assert skipped == [f"shelfscan-agent detect: skipped: {shelves / '000002.jpg'}: corrupt or truncated JPEG data "
-                       "(cannot decode)"]  # fmt: skip
+    assert skipped == [
+        f"shelfscan-agent detect: skipped: {shelves / '000002.jpg'}: corrupt or truncated JPEG data (cannot decode)"
+    ]
     doc = json.loads(proc.stdout)
     assert doc["task"] == "detect" and doc["detection"]["format"] == "centernet"
     ok = [r for r in doc["results"] if "error" not in r]
@@ -439,8 +473,9 @@ def test_detect_cli_json_draw_and_truth(detectors, tmp_path):
 def test_detect_cli_text_with_explicit_truth(detectors, tmp_path):
     bundle = detect_bundle(tmp_path / "bundle", detectors["centernet_float"])
     shelves = composed_set(tmp_path / "set")
-    proc = run_cli("detect", "--truth", str(shelves / "shelves.json"), "--bundle", str(bundle),
-                   "--score-threshold", "0.99")  # fmt: skip
+    proc = run_cli(
+        "detect", "--truth", str(shelves / "shelves.json"), "--bundle", str(bundle), "--score-threshold", "0.99"
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.splitlines()
     assert f"{shelves / '000000.jpg'}: 0 boxes (truth 2)" in lines
@@ -482,10 +517,26 @@ def test_detect_cli_runs_without_tensorflow(detectors, tmp_path):
     image = tmp_path / "shelf.png"
     cv2.imwrite(str(image), shelf_frame([(2, 3)]))
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "detect", str(image), "--model", str(detectors["centernet_int8"]),
-         "--mean", "127.5", "--std", "127.5", "--json"],
-        env=blocked_env(tmp_path, "tensorflow"), capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "detect",
+            str(image),
+            "--model",
+            str(detectors["centernet_int8"]),
+            "--mean",
+            "127.5",
+            "--std",
+            "127.5",
+            "--json",
+        ],
+        env=blocked_env(tmp_path, "tensorflow"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runtime"]["package"] == "ai_edge_litert" and doc["results"][0]["count"] == 1

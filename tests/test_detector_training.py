@@ -17,8 +17,15 @@ from edge.preprocess import Preprocessor
 from tests.toydata import HUES, flat_photos
 from trainer.shelf_composer import PhotoLibrary, ShelfStyle, compose, compose_canvas, read_truth, row_gaps, write_set
 
-CLEAN = ShelfStyle(run_length=(1, 1), facing_gap_px=(2, 8), zoom=(1.0, 1.0), perspective=0.0,
-                   motion_blur_px=(0, 0), noise=(0.0, 0.0), exposure=(1.0, 1.0))  # fmt: skip
+CLEAN = ShelfStyle(
+    run_length=(1, 1),
+    facing_gap_px=(2, 8),
+    zoom=(1.0, 1.0),
+    perspective=0.0,
+    motion_blur_px=(0, 0),
+    noise=(0.0, 0.0),
+    exposure=(1.0, 1.0),
+)
 
 
 def colour_bbox(image: np.ndarray, colour: np.ndarray, tolerance: float) -> tuple[int, int, int, int] | None:
@@ -68,8 +75,15 @@ def test_canvas_boxes_are_exactly_where_the_facings_are_drawn(tmp_path):
 def test_camera_view_boxes_follow_the_drawn_facings(tmp_path):
     """Zoom and perspective on: each listed box is the bounding box of its facing's pixels (within 2 px)."""
     lib = PhotoLibrary.from_tree(flat_photos(tmp_path / "photos"))
-    style = ShelfStyle(run_length=(1, 1), facing_gap_px=(4, 8), motion_blur_px=(0, 0), noise=(0.0, 0.0),
-                       exposure=(1.0, 1.0), zoom=(1.0, 1.3), perspective=0.03)  # fmt: skip
+    style = ShelfStyle(
+        run_length=(1, 1),
+        facing_gap_px=(4, 8),
+        motion_blur_px=(0, 0),
+        noise=(0.0, 0.0),
+        exposure=(1.0, 1.0),
+        zoom=(1.0, 1.3),
+        perspective=0.03,
+    )
     checked = 0
     for index in range(6):
         shelf = compose(lib, 640, 480, seed=3, index=index, style=style)
@@ -188,8 +202,15 @@ def test_edge_detector_reproduces_keras(tiny_detector):
         theirs = fp32.detect_bgr(frame)
         tflite_heat = fp32.interpreter.get_tensor(fp32.io.outputs["heatmap"].index)
         np.testing.assert_allclose(tflite_heat, heat, atol=1e-4)
-        ours = decode_centernet(heat, boxes, 8, frame_map(*frame.shape[:2], fp32.bundle.spec), score_threshold=0.01,
-                                nms_iou=fp32.settings.nms_iou, max_detections=fp32.settings.max_detections)  # fmt: skip
+        ours = decode_centernet(
+            heat,
+            boxes,
+            8,
+            frame_map(*frame.shape[:2], fp32.bundle.spec),
+            score_threshold=0.01,
+            nms_iou=fp32.settings.nms_iou,
+            max_detections=fp32.settings.max_detections,
+        )
         assert len(ours) == len(theirs)
         np.testing.assert_allclose(theirs.xyxy, ours.xyxy, atol=1.0)
         compared += len(ours)

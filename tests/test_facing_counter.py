@@ -31,8 +31,9 @@ def shelf() -> TruthShelf:
     return build_shelf(SHELF_ROWS)
 
 
-def run(frames: Iterable[Frame], config: CountingConfig | None = None,
-        pose: bool = False) -> tuple[FacingCounter, list[FacingCounted | GapFound]]:  # fmt: skip
+def run(
+    frames: Iterable[Frame], config: CountingConfig | None = None, pose: bool = False
+) -> tuple[FacingCounter, list[FacingCounted | GapFound]]:
     counter = FacingCounter(config)
     events: list[FacingCounted | GapFound] = []
     for f in frames:
@@ -245,11 +246,34 @@ def test_events_serialize(shelf):
     docs = [json.loads(json.dumps(e.to_dict())) for e in events]
     facing = next(d for d in docs if d["event"] == "facing")
     gap = next(d for d in docs if d["event"] == "gap")
-    assert set(facing) >= {"track_id", "label", "score", "votes", "row", "box", "world_box", "frame_index", "t",
-                           "pose", "how"}  # fmt: skip
+    assert set(facing) >= {
+        "track_id",
+        "label",
+        "score",
+        "votes",
+        "row",
+        "box",
+        "world_box",
+        "frame_index",
+        "t",
+        "pose",
+        "how",
+    }
     assert len(facing["box"]) == 4 and facing["label"] in NAMES.values()
-    assert set(gap) >= {"row", "x0", "x1", "width_facings", "left_label", "right_label", "left_track", "right_track",
-                        "world_box", "frame_index", "t", "pose"}  # fmt: skip
+    assert set(gap) >= {
+        "row",
+        "x0",
+        "x1",
+        "width_facings",
+        "left_label",
+        "right_label",
+        "left_track",
+        "right_track",
+        "world_box",
+        "frame_index",
+        "t",
+        "pose",
+    }
 
 
 def test_labels_settle_before_they_are_reported(shelf):
@@ -357,11 +381,14 @@ def test_real_pixels_motion_and_counting_agree(shared, seed):
 
 def test_a_box_voted_background_is_no_facing_and_its_gap_shows():
     """A detector box on an empty slot whose crops read as an ignored label is dropped: the gap is reported."""
-    world = np.array([[100, 100, 180, 200], [180, 100, 260, 200], [260, 100, 340, 200], [340, 100, 420, 200]],
-                     np.float32)  # fmt: skip
+    world = np.array(
+        [[100, 100, 180, 200], [180, 100, 260, 200], [260, 100, 340, 200], [340, 100, 420, 200]], np.float32
+    )
     labels = [("tea", 0.9), ("background", 0.9), ("milk", 0.9), ("milk", 0.9)]
-    for ignore, facings, gaps in ((frozenset({"background"}), {"milk": 2, "tea": 1}, 1),
-                                  (frozenset(), {"background": 1, "milk": 2, "tea": 1}, 0)):  # fmt: skip
+    for ignore, facings, gaps in (
+        (frozenset({"background"}), {"milk": 2, "tea": 1}, 1),
+        (frozenset(), {"background": 1, "milk": 2, "tea": 1}, 0),
+    ):
         counter = FacingCounter(CountingConfig(), frame_width=640, ignore=ignore)
         events = []
         for k in range(60):

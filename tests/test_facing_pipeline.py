@@ -27,15 +27,24 @@ pytestmark = [pytest.mark.shared, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def classifier_bundle(tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("clf") / "tiny-int8"
-    write_bundle(out, tiny_models["int8"], read_labels(tiny_models["labels"]), PreprocessSpec(height=16, width=16),
-                 name="tiny", version="1", backbone="tiny", variant="int8")  # fmt: skip
+    write_bundle(
+        out,
+        tiny_models["int8"],
+        read_labels(tiny_models["labels"]),
+        PreprocessSpec(height=16, width=16),
+        name="tiny",
+        version="1",
+        backbone="tiny",
+        variant="int8",
+    )
     return out
 
 
 def test_crop_windows_grow_and_clip():
     boxes = np.array([[10, 20, 30, 60], [-5, 0, 10, 10], [90, 90, 120, 130]], np.float32)
-    np.testing.assert_array_equal(crop_boxes(boxes, 0.0, 100, 100), [[10, 20, 30, 60], [0, 0, 10, 10],
-                                                                     [90, 90, 100, 100]])  # fmt: skip
+    np.testing.assert_array_equal(
+        crop_boxes(boxes, 0.0, 100, 100), [[10, 20, 30, 60], [0, 0, 10, 10], [90, 90, 100, 100]]
+    )
     np.testing.assert_array_equal(crop_boxes(boxes[:1], 0.1, 100, 100), [[8, 16, 32, 64]])
     assert crop_boxes(np.zeros((0, 4), np.float32), 0.1, 10, 10).shape == (0, 4)
 
@@ -43,8 +52,11 @@ def test_crop_windows_grow_and_clip():
 def test_pipeline_runs_every_stage_and_counts(tiny_detector, classifier_bundle, tmp_path):
     detector = Detector.from_bundle(tiny_detector["bundles"] / "run-int8", threads=1, score_threshold=0.05)
     classifier = Classifier.from_bundle(classifier_bundle, threads=1)
-    pipeline = build_pipeline({"detector": detector, "classifier": classifier},
-                              InferenceConfig(pipeline="detect_classify"), CountingConfig(min_hits=1))  # fmt: skip
+    pipeline = build_pipeline(
+        {"detector": detector, "classifier": classifier},
+        InferenceConfig(pipeline="detect_classify"),
+        CountingConfig(min_hits=1),
+    )
     assert pipeline.mode == PipelineMode.DETECT_CLASSIFY
     assert set(pipeline.models()) == {"classifier", "detector"}
     from tests.toydata import flat_photos
@@ -66,8 +78,16 @@ def test_pipeline_runs_every_stage_and_counts(tiny_detector, classifier_bundle, 
     schema = json.loads((SCHEMAS / "facing.schema.json").read_text())
     for r in reports:
         if r.kind == ReportKind.FACING:
-            envelope = {"schema": "shelfscan.facing", "schema_version": 2, "device_id": "d", "seq": 1,
-                        "ts": "2026-01-01T00:00:00.000Z", "model": None, "scan_id": "s", "location": ""}  # fmt: skip
+            envelope = {
+                "schema": "shelfscan.facing",
+                "schema_version": 2,
+                "device_id": "d",
+                "seq": 1,
+                "ts": "2026-01-01T00:00:00.000Z",
+                "model": None,
+                "scan_id": "s",
+                "location": "",
+            }
             doc = envelope | r.body
             jsonschema.validate(doc, schema)
     assert pipeline.stats()["crop_failures"] == 0
@@ -76,14 +96,33 @@ def test_pipeline_runs_every_stage_and_counts(tiny_detector, classifier_bundle, 
 
 
 def test_bench_times_the_detect_classify_pipeline(tiny_detector, classifier_bundle):
-    proc = run_cli("bench", str(classifier_bundle), "--detector", str(tiny_detector["bundles"] / "run-int8"),
-                   "--threads", "1", "--runs", "4", "--warmup", "1", "--json")  # fmt: skip
+    proc = run_cli(
+        "bench",
+        str(classifier_bundle),
+        "--detector",
+        str(tiny_detector["bundles"] / "run-int8"),
+        "--threads",
+        "1",
+        "--runs",
+        "4",
+        "--warmup",
+        "1",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     jsonschema.validate(doc, json.loads((SCHEMAS / "bench.schema.json").read_text()))
     row = doc["results"][0]
     assert row["pipeline"] == "detect_classify" and row["detector"]["variant"] == "int8"
     assert {"decode", "detect", "crops", "classify", "track", "publish", "total"} <= set(row["stages"])
-    table = run_cli("bench", str(classifier_bundle), "--detector", str(tiny_detector["bundles"] / "run-int8"),
-                    "--threads", "1", "--runs", "2").stdout  # fmt: skip
+    table = run_cli(
+        "bench",
+        str(classifier_bundle),
+        "--detector",
+        str(tiny_detector["bundles"] / "run-int8"),
+        "--threads",
+        "1",
+        "--runs",
+        "2",
+    ).stdout
     assert "pipeline detect_classify" in table and "classify" in table

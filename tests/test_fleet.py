@@ -57,26 +57,41 @@ def test_fleet_folds_messages_and_ignores_foreign_or_malformed_ones():
         "shelfscan/pi-1/status", json.dumps({"state": "online", "source": "ok", "model": model}).encode()
     )
     fleet.update("shelfscan/pi-1/counts", json.dumps({"scan_id": "s1", "final": True, "counts": {"milk": 3}}).encode())
-    fleet.update("shelfscan/pi-1/stats", json.dumps({"fps": 9.5, "outbox_depth": 4,
-                                                     "latency_ms": {"frame": {"p50": 31.2}}}).encode())  # fmt: skip
+    fleet.update(
+        "shelfscan/pi-1/stats",
+        json.dumps({"fps": 9.5, "outbox_depth": 4, "latency_ms": {"frame": {"p50": 31.2}}}).encode(),
+    )
     assert fleet.update("shelfscan/pi-2/status", b"{not json") is None
     assert fleet.update("other/pi-3/status", b'{"state": "online"}') is None
     assert fleet.update("shelfscan/pi-1/cmd/scan/start", b"{}") is None
     (d,) = fleet.snapshot()
     assert (d["device_id"], d["state"], d["model"], d["counts"], d["fps"], d["latency_ms"], d["outbox_depth"]) == (
-        "pi-1", "online", "freiburg 3", {"milk": 3}, 9.5, 31.2, 4)  # fmt: skip
+        "pi-1",
+        "online",
+        "freiburg 3",
+        {"milk": 3},
+        9.5,
+        31.2,
+        4,
+    )
     assert "milk 3" in fleet.table() and "s1 (final)" in fleet.table()
 
 
 def test_watch_shows_every_device_from_retained_state(broker):
     model = {"name": "freiburg", "version": "7", "sha256": "x"}
-    publish(broker.port, [
-        ("shop/pi-1/status", {"state": "online", "source": "ok", "model": model}, True),
-        ("shop/pi-1/counts", {"scan_id": "aisle-4", "final": False, "counts": {"milk": 2, "tea": 1}, "model": model},
-         True),
-        ("shop/pi-2/status", {"state": "offline", "model": model}, True),
-        ("elsewhere/pi-9/status", {"state": "online"}, True),
-    ])  # fmt: skip
+    publish(
+        broker.port,
+        [
+            ("shop/pi-1/status", {"state": "online", "source": "ok", "model": model}, True),
+            (
+                "shop/pi-1/counts",
+                {"scan_id": "aisle-4", "final": False, "counts": {"milk": 2, "tea": 1}, "model": model},
+                True,
+            ),
+            ("shop/pi-2/status", {"state": "offline", "model": model}, True),
+            ("elsewhere/pi-9/status", {"state": "online"}, True),
+        ],
+    )
     url = f"mqtt://127.0.0.1:{broker.port}"
     proc = run_cli("watch", "--broker", url, "--prefix", "shop", "--json", "--once", "1.5")
     assert proc.returncode == 0, proc.stderr
@@ -98,8 +113,16 @@ def test_watch_unreachable_broker_is_one_line():
 def tiny_bundle(tiny_models, tmp_path) -> Path:
     out = tmp_path / "tiny-bundle"
     spec = PreprocessSpec(height=16, width=16, mean=(127.5,) * 3, std=(127.5,) * 3)
-    write_bundle(out, tiny_models["float_softmax"], read_labels(tiny_models["labels"]), spec, name="tiny",
-                 version="1", backbone="tiny", variant="fp32")  # fmt: skip
+    write_bundle(
+        out,
+        tiny_models["float_softmax"],
+        read_labels(tiny_models["labels"]),
+        spec,
+        name="tiny",
+        version="1",
+        backbone="tiny",
+        variant="fp32",
+    )
     return out
 
 
@@ -107,16 +130,24 @@ def test_home_assistant_discovery_and_reannounce(tmp_path, broker, tiny_bundle, 
     video = tmp_path / "loop.avi"
     write_shelf_video(video, [reference / "samples" / "coffee.png"], [0], frames_per_run=10)
     sub = Subscriber(broker.port, "homeassistant/#", client_id="ha", persistent=False)
-    cfg = agent_config(tmp_path, broker.port, tiny_bundle, f'kind = "video"\npath = "{video}"\nloop = true',
-                       inference={"ignore_labels": ["cherry"]}, homeassistant={"enabled": True})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        tiny_bundle,
+        f'kind = "video"\npath = "{video}"\nloop = true',
+        inference={"ignore_labels": ["cherry"]},
+        homeassistant={"enabled": True},
+    )
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:
         configs = lambda s: [(t, d) for t, d, _ in s.messages if t.endswith("/config")]  # noqa: E731
         assert sub.wait_for(lambda s: len(configs(s)) >= 2, 30), (tmp_path / "agent.log").read_text()[-2000:]
         time.sleep(0.5)
         first = configs(sub)
-        assert sorted(t for t, _ in first) == ["homeassistant/sensor/robot-1_apple/config",
-                                              "homeassistant/sensor/robot-1_banana/config"]  # fmt: skip
+        assert sorted(t for t, _ in first) == [
+            "homeassistant/sensor/robot-1_apple/config",
+            "homeassistant/sensor/robot-1_banana/config",
+        ]
         doc = dict(first)["homeassistant/sensor/robot-1_apple/config"]
         assert doc["state_topic"] == "test/robot-1/counts" and doc["availability_topic"] == "test/robot-1/status"
         assert doc["value_template"] == '{{ value_json.counts.get("apple", 0) }}'

@@ -39,11 +39,20 @@ def detector_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_live_frame_shows_the_pipelines_boxes_and_labels(detector_bundle, reference, tmp_path):
     clf_bundle = tmp_path / "clf"
     spec = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-    write_bundle(clf_bundle, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
-                 read_labels(reference / "imagenet_labels.txt"), spec, name="imagenet-ref", version="1",
-                 backbone="mobilenet_v2", variant="int8")  # fmt: skip
-    models = {"detector": Detector.from_bundle(detector_bundle, threads=1),
-              "classifier": Classifier.from_bundle(clf_bundle, threads=1)}  # fmt: skip
+    write_bundle(
+        clf_bundle,
+        reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        read_labels(reference / "imagenet_labels.txt"),
+        spec,
+        name="imagenet-ref",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
+    models = {
+        "detector": Detector.from_bundle(detector_bundle, threads=1),
+        "classifier": Classifier.from_bundle(clf_bundle, threads=1),
+    }
     pipeline = build_pipeline(models, InferenceConfig(pipeline="detect_classify"), CountingConfig())
     agent = SimpleNamespace(pipeline=pipeline, frames_done=0, scan=None)
     state = LiveState(cast(Any, agent))

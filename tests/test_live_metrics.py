@@ -70,9 +70,15 @@ def one(metrics: dict, name: str, **labels: str) -> float:
 
 def test_metrics_and_live_page_of_a_running_agent(tmp_path, broker, bundle, video):
     metrics_port, live_port = free_port(), free_port()
-    cfg = agent_config(tmp_path, broker.port, bundle, f'kind = "video"\npath = "{video}"\nloop = true\nfps = 15',
-                       inference={"max_fps": 15}, metrics={"enabled": True, "port": metrics_port},
-                       live={"enabled": True, "port": live_port, "max_fps": 4})  # fmt: skip
+    cfg = agent_config(
+        tmp_path,
+        broker.port,
+        bundle,
+        f'kind = "video"\npath = "{video}"\nloop = true\nfps = 15',
+        inference={"max_fps": 15},
+        metrics={"enabled": True, "port": metrics_port},
+        live={"enabled": True, "port": live_port, "max_fps": 4},
+    )
     log = tmp_path / "agent.log"
     agent = start_agent(cfg, log)
     try:

@@ -68,8 +68,10 @@ def test_only_loopback_goes_without_a_password(monkeypatch):
 
 def test_agent_refuses_to_start_an_exposed_page_without_password(tmp_path, monkeypatch):
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[device]\nstate_dir = "{tmp_path}"\n[model]\nbundle = "{tmp_path}/none"\n[source]\n'
-                   f'kind = "folder"\npath = "{tmp_path}"\n[live]\nenabled = true\nhost = "0.0.0.0"\n')  # fmt: skip
+    cfg.write_text(
+        f'[device]\nstate_dir = "{tmp_path}"\n[model]\nbundle = "{tmp_path}/none"\n[source]\n'
+        f'kind = "folder"\npath = "{tmp_path}"\n[live]\nenabled = true\nhost = "0.0.0.0"\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "SHELFSCAN_LIVE_PASSWORD"}
     proc = run_cli("run", "--config", str(cfg), env=env)
     assert proc.returncode == 2, proc.stderr
@@ -94,8 +96,11 @@ def test_exposed_page_asks_for_the_password(monkeypatch):
     monkeypatch.setenv("SHELFSCAN_LIVE_TEST_PW", "s3cret")
     state = live_state(Clock())
     state.refresh()
-    page = LivePage(state, LiveConfig(enabled=True, host="0.0.0.0", port=free_port(),
-                                      password_env="SHELFSCAN_LIVE_TEST_PW"), "robot-9")  # fmt: skip
+    page = LivePage(
+        state,
+        LiveConfig(enabled=True, host="0.0.0.0", port=free_port(), password_env="SHELFSCAN_LIVE_TEST_PW"),
+        "robot-9",
+    )
     try:
         base = f"http://127.0.0.1:{page.port}"
         status, _, auth = get(base + "/")

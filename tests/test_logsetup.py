@@ -36,7 +36,14 @@ def test_levels_move_from_the_command_default_and_stop_at_the_ends():
 
 
 def test_agent_accepts_v_after_the_subcommand(reference):
-    proc = run_cli("classify", str(reference / "samples" / "coffee.png"), "-v", "--model",
-                   str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"), "--labels",
-                   str(reference / "imagenet_labels.txt"), check=True)  # fmt: skip
+    proc = run_cli(
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "-v",
+        "--model",
+        str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        check=True,
+    )
     assert "espresso" in proc.stdout and "INFO edge.runtime" in proc.stderr

@@ -8,9 +8,16 @@ BANNER = "Created TensorFlow Lite XNNPACK delegate"
 
 
 def _classify(reference, *flags: str):
-    return run_cli(*flags, "classify", str(reference / "samples" / "coffee.png"), "--model",
-                   str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"), "--labels",
-                   str(reference / "imagenet_labels.txt"), check=True)  # fmt: skip
+    return run_cli(
+        *flags,
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        check=True,
+    )
 
 
 def test_litert_banner_is_logged_not_printed(reference):

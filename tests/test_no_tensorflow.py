@@ -36,8 +36,13 @@ def test_import_edge_without_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules or sys.modules['tensorflow'] is None\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=blocked_env(tmp_path, "tensorflow"),
-                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=blocked_env(tmp_path, "tensorflow"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
@@ -47,10 +52,21 @@ def test_agent_help_and_classify_without_tensorflow(tmp_path, reference):
     help_ = subprocess.run([*agent, "--help"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert help_.returncode == 0 and "classify" in help_.stdout, help_.stderr
     proc = subprocess.run(
-        [*agent, "classify", str(reference / "samples" / "coffee.png"), "--model",
-         str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"), "--labels", str(reference / "imagenet_labels.txt"),
-         "--json"], env=env, capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            *agent,
+            "classify",
+            str(reference / "samples" / "coffee.png"),
+            "--model",
+            str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+            "--labels",
+            str(reference / "imagenet_labels.txt"),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runtime"]["package"] == "ai_edge_litert"
@@ -59,19 +75,32 @@ def test_agent_help_and_classify_without_tensorflow(tmp_path, reference):
 
 def test_console_script_help_without_tensorflow(tmp_path):
     script = Path(sys.executable).parent / "shelfscan-agent"
-    proc = subprocess.run([str(script), "--help"], env=blocked_env(tmp_path, "tensorflow"),
-                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    proc = subprocess.run(
+        [str(script), "--help"], env=blocked_env(tmp_path, "tensorflow"), capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0 and "shelfscan-agent" in proc.stdout, proc.stderr
 
 
 def test_runtime_falls_back_to_tf_lite_when_litert_missing(tmp_path, reference):
     """Order: ai_edge_litert, then tflite_runtime (absent here), then tf.lite; same answers."""
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "classify", str(reference / "samples" / "coffee.png"), "--model",
-         str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"), "--labels", str(reference / "imagenet_labels.txt"),
-         "--json"], env=blocked_env(tmp_path, "ai_edge_litert", "tflite_runtime"),
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "classify",
+            str(reference / "samples" / "coffee.png"),
+            "--model",
+            str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+            "--labels",
+            str(reference / "imagenet_labels.txt"),
+            "--json",
+        ],
+        env=blocked_env(tmp_path, "ai_edge_litert", "tflite_runtime"),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runtime"]["package"] == "tensorflow"
@@ -81,11 +110,22 @@ def test_runtime_falls_back_to_tf_lite_when_litert_missing(tmp_path, reference):
 
 def test_no_runtime_at_all_is_one_clear_error(tmp_path, reference):
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "classify", str(reference / "samples" / "coffee.png"), "--model",
-         str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"), "--labels", str(reference / "imagenet_labels.txt")],
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "classify",
+            str(reference / "samples" / "coffee.png"),
+            "--model",
+            str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+            "--labels",
+            str(reference / "imagenet_labels.txt"),
+        ],
         env=blocked_env(tmp_path, "ai_edge_litert", "tflite_runtime", "tensorflow"),
-        capture_output=True, text=True, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert (

@@ -45,10 +45,17 @@ def test_runtime_api_matches_documented_answers(reference, model):
 @pytest.mark.parametrize("model", ["tf2_mobilenet_v2_1.0_224_ptq", "mobilenet_v2_1.0_224_quant"])
 def test_classify_command_matches_documented_answers(reference, model):
     proc = run_cli(
-        "classify", str(reference / "samples" / "chelsea.png"), str(reference / "samples" / "coffee.png"),
-        "--model", str(reference / f"{model}.tflite"), "--labels", str(reference / "imagenet_labels.txt"),
-        "--top-k", "3", "--json",
-    )  # fmt: skip
+        "classify",
+        str(reference / "samples" / "chelsea.png"),
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / f"{model}.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--top-k",
+        "3",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["runtime"]["package"] == "ai_edge_litert"
@@ -66,10 +73,14 @@ def test_classify_command_matches_documented_answers(reference, model):
 def test_acceptance_command_espresso(reference):
     """The exact command from the foundation issue's acceptance."""
     proc = run_cli(
-        "classify", str(reference / "samples" / "coffee.png"),
-        "--model", str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
-        "--labels", str(reference / "imagenet_labels.txt"), "--json",
-    )  # fmt: skip
+        "classify",
+        str(reference / "samples" / "coffee.png"),
+        "--model",
+        str(reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite"),
+        "--labels",
+        str(reference / "imagenet_labels.txt"),
+        "--json",
+    )
     top = json.loads(proc.stdout)["results"][0]["top_k"][0]
     assert top["label"] == "espresso" and abs(top["score"] - 0.82) <= 0.03
 

@@ -28,8 +28,13 @@ def test_pointwise_weights_and_biases_keep_their_real_values():
         Ns(data=np.frombuffer(q_w.tobytes(), np.uint8)),
         Ns(data=np.frombuffer(q_b.tobytes(), np.uint8)),
     ]
-    graph = Ns(tensors=[_tensor(0, [1, 8, 8, in_ch], [in_scale]), _tensor(1, [out_ch, 1, 1, in_ch], list(w_scales)),
-                        _tensor(2, [out_ch], list(in_scale * w_scales), type_=2)])  # fmt: skip
+    graph = Ns(
+        tensors=[
+            _tensor(0, [1, 8, 8, in_ch], [in_scale]),
+            _tensor(1, [out_ch, 1, 1, in_ch], list(w_scales)),
+            _tensor(2, [out_ch], list(in_scale * w_scales), type_=2),
+        ]
+    )
     model = Ns(buffers=buffers)
     assert _requantize_conv(model, graph, Ns(inputs=np.array([0, 1, 2])))
 
@@ -46,8 +51,13 @@ def test_pointwise_weights_and_biases_keep_their_real_values():
 
 
 def test_depthwise_and_per_tensor_weights_are_left_alone():
-    graph = Ns(tensors=[_tensor(0, [1, 8, 8, 4], [0.1]), _tensor(1, [1, 3, 3, 4], [0.1, 0.2, 0.3, 0.4]),
-                        _tensor(2, [4], [0.01] * 4, type_=2)])  # fmt: skip
+    graph = Ns(
+        tensors=[
+            _tensor(0, [1, 8, 8, 4], [0.1]),
+            _tensor(1, [1, 3, 3, 4], [0.1, 0.2, 0.3, 0.4]),
+            _tensor(2, [4], [0.01] * 4, type_=2),
+        ]
+    )
     model = Ns(buffers=[Ns(data=None), Ns(data=np.zeros(36, np.uint8)), Ns(data=np.zeros(16, np.uint8))])
     assert not _requantize_conv(model, graph, Ns(inputs=np.array([0, 1, 2])))  # 3x3: not pointwise
     graph.tensors[1] = _tensor(1, [4, 1, 1, 4], [0.1])

@@ -37,15 +37,30 @@ def broker(tmp_path):
 def release(reference: Path, root: Path, version: str, key: Path) -> Path:
     """The reference MobileNetV2 as signed bundle ``version``."""
     out = root / f"imagenet-ref-{version}"
-    write_bundle(out, reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite", read_labels(reference / "imagenet_labels.txt"),
-                 SPEC, name="imagenet-ref", version=version, backbone="mobilenet_v2", variant="int8")  # fmt: skip
+    write_bundle(
+        out,
+        reference / "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        read_labels(reference / "imagenet_labels.txt"),
+        SPEC,
+        name="imagenet-ref",
+        version=version,
+        backbone="mobilenet_v2",
+        variant="int8",
+    )
     sign_bundle(out, key)
     return out
 
 
 def publish(port: int, bundle: Path | None, *target: str) -> None:
-    args = ["publish", *([str(bundle)] if bundle else []), *target, "--prefix", "test",
-            "--broker", f"mqtt://127.0.0.1:{port}"]  # fmt: skip
+    args = [
+        "publish",
+        *([str(bundle)] if bundle else []),
+        *target,
+        "--prefix",
+        "test",
+        "--broker",
+        f"mqtt://127.0.0.1:{port}",
+    ]
     assert convert(args) == 0
 
 
@@ -86,8 +101,15 @@ def test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot(tmp
     for name in ("robot-1", "robot-2"):
         home = tmp_path / name
         home.mkdir()
-        cfg = agent_config(home, broker.port, v1, looping(video), model={"trusted_keys": [str(pub)]},
-                           device={"id": name, "groups": ["aisle-3"]}, rollout=rollout)  # fmt: skip
+        cfg = agent_config(
+            home,
+            broker.port,
+            v1,
+            looping(video),
+            model={"trusted_keys": [str(pub)]},
+            device={"id": name, "groups": ["aisle-3"]},
+            rollout=rollout,
+        )
         sub = Subscriber(broker.port, f"test/{name}/#", client_id=f"sub-{name}", persistent=False)
         robots[name] = {"cfg": cfg, "log": home / "agent.log", "sub": sub, "state": home / "state"}
         robots[name]["proc"] = start_agent(cfg, robots[name]["log"])
@@ -112,18 +134,35 @@ def test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot(tmp
     # 3. an archive corrupted on the broker: its sha256 is not the one the desired model names
     v4 = release(reference, rel, "4", key)
     archive = pack_bundle(v4)
-    desired = {"name": "imagenet-ref", "version": "4", "archive_sha256": sha256_hex(archive),
-               "archive_bytes": len(archive), "archive_topic": "test/_bundles/imagenet-ref/4"}  # fmt: skip
-    raw_publish(broker.port, [("test/_bundles/imagenet-ref/4", archive[: len(archive) // 2]),
-                              ("test/robot-1/desired/classifier", json.dumps(desired).encode())])  # fmt: skip
+    desired = {
+        "name": "imagenet-ref",
+        "version": "4",
+        "archive_sha256": sha256_hex(archive),
+        "archive_bytes": len(archive),
+        "archive_topic": "test/_bundles/imagenet-ref/4",
+    }
+    raw_publish(
+        broker.port,
+        [
+            ("test/_bundles/imagenet-ref/4", archive[: len(archive) // 2]),
+            ("test/robot-1/desired/classifier", json.dumps(desired).encode()),
+        ],
+    )
     assert one["sub"].wait_for(lambda s: "refused" in steps(s, "4"), 30), one["log"].read_text()[-3000:]
     assert "sha256 mismatch" in reason(one["sub"], "4")
 
     # 4. a signed model that loads but whose confidence collapses: the canary rolls it back to version 2
     uniform = rel / "collapsed-5"
-    write_bundle(uniform, build_uniform_model(tmp_path / "uniform.tflite"), [f"thing{i}" for i in range(10)],
-                 PreprocessSpec(height=16, width=16), name="imagenet-ref", version="5", backbone="tiny",
-                 variant="fp32")  # fmt: skip
+    write_bundle(
+        uniform,
+        build_uniform_model(tmp_path / "uniform.tflite"),
+        [f"thing{i}" for i in range(10)],
+        PreprocessSpec(height=16, width=16),
+        name="imagenet-ref",
+        version="5",
+        backbone="tiny",
+        variant="fp32",
+    )
     sign_bundle(uniform, key)
     n = len(one["sub"].of("sighting"))
     publish(broker.port, uniform, "--device", "robot-1")
@@ -185,9 +224,13 @@ def test_archive_round_trip_and_hostile_archives(tmp_path, bundle):
 def test_desired_documents_and_the_canary_rule():
     good = {"name": "n", "version": "2", "archive_sha256": "ab" * 32, "archive_bytes": 10, "archive_topic": "t"}
     assert Desired.parse(json.dumps(good).encode(), "classifier").topic == "t"
-    for bad in (b"[[[", b"[]", json.dumps({**good, "version": "../x"}).encode(),
-                json.dumps({**good, "archive_topic": None}).encode(),
-                json.dumps({**good, "archive_topic": None, "url": "http://plain"}).encode()):  # fmt: skip
+    for bad in (
+        b"[[[",
+        b"[]",
+        json.dumps({**good, "version": "../x"}).encode(),
+        json.dumps({**good, "archive_topic": None}).encode(),
+        json.dumps({**good, "archive_topic": None, "url": "http://plain"}).encode(),
+    ):
         with pytest.raises(Exception, match="desired model"):
             Desired.parse(bad, "classifier")
     cfg = RolloutConfig(fps_share=0.7, confidence_share=0.6)
@@ -258,8 +301,9 @@ def test_rollout_from_an_https_url(tmp_path, broker, reference, video):
     agent = start_agent(cfg, log)
     try:
         assert sub.wait_for(lambda s: len(s.of("sighting")) >= 1, 60), log.read_text()[-2000:]
-        publish(broker.port, v2, "--device", "robot-1", "--url", f"{base}/v2.tar.gz", "--archive",
-                str(site / "v2.tar.gz"))  # fmt: skip
+        publish(
+            broker.port, v2, "--device", "robot-1", "--url", f"{base}/v2.tar.gz", "--archive", str(site / "v2.tar.gz")
+        )
         assert sub.wait_for(lambda s: "active" in steps(s, "2"), 60), log.read_text()[-3000:]
         assert sub.wait_for(lambda s: running(s) == "2", 10)
         v3 = release(reference, tmp_path, "3", key)

@@ -91,8 +91,12 @@ def test_every_facing_is_whole_in_some_frame_and_rows_are_never_cut(small_pass):
     canvas = small_pass["canvas"]
     assert (windows[:, :2] >= 0).all() and (windows[:, 2] <= canvas["width"]).all()
     assert (windows[:, 3] <= canvas["height"]).all()
-    inside = ((boxes[None, :, 0] >= windows[:, None, 0]) & (boxes[None, :, 2] <= windows[:, None, 2])
-              & (boxes[None, :, 1] >= windows[:, None, 1]) & (boxes[None, :, 3] <= windows[:, None, 3]))  # fmt: skip
+    inside = (
+        (boxes[None, :, 0] >= windows[:, None, 0])
+        & (boxes[None, :, 2] <= windows[:, None, 2])
+        & (boxes[None, :, 1] >= windows[:, None, 1])
+        & (boxes[None, :, 3] <= windows[:, None, 3])
+    )
     assert inside.any(axis=0).all()
     # vertically every facing is whole in every frame: nothing is ever half-seen at the top or bottom
     assert (boxes[:, 1].min() >= windows[:, 1].max()) and (boxes[:, 3].max() <= windows[:, 3].min())

@@ -14,19 +14,35 @@ from tests.broker import Broker
 from tests.conftest import run_cli
 
 SHELFMAP = {
-    "schema": "shelfscan.shelfmap", "scan_id": "aisle-7", "facings": 5, "gaps": 1, "unknown": 1,
+    "schema": "shelfscan.shelfmap",
+    "scan_id": "aisle-7",
+    "facings": 5,
+    "gaps": 1,
+    "unknown": 1,
     "counts": {"beans": 2, "milk": 2, "unknown": 1},
     "rows": [
-        {"row": 0, "facings": 3, "gaps": 1, "items": [
-            {"type": "facing", "label": "beans", "x0": 0, "x1": 50},
-            {"type": "facing", "label": "beans", "x0": 50, "x1": 100},
-            {"type": "gap", "x0": 100, "x1": 160}, {"type": "facing", "label": "milk", "x0": 160, "x1": 210,
-                                                   "x0_m": 1.0, "x1_m": 1.2}]},
-        {"row": 1, "facings": 2, "gaps": 0, "items": [
-            {"type": "facing", "label": "milk", "x0": 10, "x1": 70},
-            {"type": "facing", "label": "unknown", "x0": 70, "x1": 130}]},
+        {
+            "row": 0,
+            "facings": 3,
+            "gaps": 1,
+            "items": [
+                {"type": "facing", "label": "beans", "x0": 0, "x1": 50},
+                {"type": "facing", "label": "beans", "x0": 50, "x1": 100},
+                {"type": "gap", "x0": 100, "x1": 160},
+                {"type": "facing", "label": "milk", "x0": 160, "x1": 210, "x0_m": 1.0, "x1_m": 1.2},
+            ],
+        },
+        {
+            "row": 1,
+            "facings": 2,
+            "gaps": 0,
+            "items": [
+                {"type": "facing", "label": "milk", "x0": 10, "x1": 70},
+                {"type": "facing", "label": "unknown", "x0": 70, "x1": 130},
+            ],
+        },
     ],
-}  # fmt: skip
+}
 
 
 def test_png_and_html_from_a_saved_map(tmp_path):
@@ -34,8 +50,13 @@ def test_png_and_html_from_a_saved_map(tmp_path):
     src.write_text(json.dumps(SHELFMAP))
     proc = run_cli("shelfmap", str(src), "--out", str(tmp_path / "map.png"), "--json")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {"out": str(tmp_path / "map.png"), "rows": 2, "facings": 5, "gaps": 1,
-                                       "scan_id": "aisle-7"}  # fmt: skip
+    assert json.loads(proc.stdout) == {
+        "out": str(tmp_path / "map.png"),
+        "rows": 2,
+        "facings": 5,
+        "gaps": 1,
+        "scan_id": "aisle-7",
+    }
     img = cv2.imread(str(tmp_path / "map.png"))
     assert img.shape[0] > 100 and img.shape[1] == 1600
     beans = np.array(colour("beans"), np.uint8)
@@ -52,9 +73,11 @@ def test_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"rows": 3}')
     png, jpg = str(tmp_path / "m.png"), str(tmp_path / "m.jpg")
-    for args, needle in (([str(tmp_path / "none.json"), "--out", png], "cannot read a shelf map"),
-                         ([str(bad), "--out", png], "not a shelfmap"),
-                         ([str(bad), "--out", jpg], "write a .png or an .html")):  # fmt: skip
+    for args, needle in (
+        ([str(tmp_path / "none.json"), "--out", png], "cannot read a shelf map"),
+        ([str(bad), "--out", png], "not a shelfmap"),
+        ([str(bad), "--out", jpg], "write a .png or an .html"),
+    ):
         proc = run_cli("shelfmap", *args)
         assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (
             proc.stderr
@@ -70,12 +93,30 @@ def test_reads_the_retained_map_from_the_broker(tmp_path):
         client.publish("shop/robot-9/shelfmap", json.dumps(SHELFMAP), qos=1, retain=True).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
-        proc = run_cli("shelfmap", "--device", "robot-9", "--prefix", "shop", "--broker",
-                       f"mqtt://127.0.0.1:{broker.port}", "--out", str(tmp_path / "m.png"))  # fmt: skip
+        proc = run_cli(
+            "shelfmap",
+            "--device",
+            "robot-9",
+            "--prefix",
+            "shop",
+            "--broker",
+            f"mqtt://127.0.0.1:{broker.port}",
+            "--out",
+            str(tmp_path / "m.png"),
+        )
         assert proc.returncode == 0, proc.stderr
         assert "2 rows, 5 facings, 1 gaps" in proc.stdout
-        proc = run_cli("shelfmap", "--device", "robot-0", "--prefix", "shop", "--broker",
-                       f"mqtt://127.0.0.1:{broker.port}", "--out", str(tmp_path / "m.png"))  # fmt: skip
+        proc = run_cli(
+            "shelfmap",
+            "--device",
+            "robot-0",
+            "--prefix",
+            "shop",
+            "--broker",
+            f"mqtt://127.0.0.1:{broker.port}",
+            "--out",
+            str(tmp_path / "m.png"),
+        )
         assert proc.returncode == 2 and "no retained shelf map on shop/robot-0/shelfmap" in proc.stderr
     finally:
         broker.stop()

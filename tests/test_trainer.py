@@ -91,7 +91,9 @@ def test_train_and_val_dirs_get_a_hash_held_out_test_split(tmp_path):
     assert 15 <= len(test) <= 45  # about a quarter of 120
     assert all(where[p] == Path(p).parent.parent.name for p in where if where[p] != "test")  # the rest stay put
     assert {k: len(v) for k, v in load_dataset(tmp_path / "tv", test_pct=0, verify=False).splits.items()} == {
-        "train": 90, "val": 30}  # fmt: skip
+        "train": 90,
+        "val": 30,
+    }
 
 
 def test_class_balancing():
@@ -105,9 +107,29 @@ def test_class_balancing():
 def train(data: Path, out: Path, cache: Path, weights: Path, **extra) -> dict:
     from trainer.cli import main
 
-    args = [str(data), "--out", str(out), "--backbone", "mobilenet_v2", "--weights", str(weights),
-            "--input-size", "32", "--cache-dir", str(cache), "--epochs", "3", "--batch-size", "8",
-            "--augment-views", "1", "--val-pct", "30", "--hidden", "16"]  # fmt: skip
+    args = [
+        str(data),
+        "--out",
+        str(out),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        str(weights),
+        "--input-size",
+        "32",
+        "--cache-dir",
+        str(cache),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--augment-views",
+        "1",
+        "--val-pct",
+        "30",
+        "--hidden",
+        "16",
+    ]
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     assert main(args) == 0
@@ -176,8 +198,9 @@ def test_fine_tune_keeps_batchnorm_frozen(tmp_path, weights_files):
 
     from trainer.finetune import unfreeze_top
 
-    m = train(make_dataset(tmp_path / "data"), tmp_path / "run", tmp_path / "cache", weights_files[0],
-              fine_tune_epochs=1)  # fmt: skip
+    m = train(
+        make_dataset(tmp_path / "data"), tmp_path / "run", tmp_path / "cache", weights_files[0], fine_tune_epochs=1
+    )
     assert "ft_loss" in m["history"]
     base = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     n = unfreeze_top(base, "block_14_add")
@@ -191,8 +214,23 @@ def test_random_weights_are_announced(tmp_path, capsys):
     from trainer.cli import main
 
     data = make_dataset(tmp_path / "data")
-    args = [str(data), "--out", str(tmp_path / "run"), "--backbone", "mobilenet_v2", "--weights", "none",
-            "--input-size", "32", "--cache-dir", str(tmp_path / "c"), "--epochs", "1", "--val-pct", "30"]  # fmt: skip
+    args = [
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--backbone",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--input-size",
+        "32",
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--epochs",
+        "1",
+        "--val-pct",
+        "30",
+    ]
     assert main(args) == 0
     assert "RANDOM WEIGHTS" in capsys.readouterr().out
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["random_weights"] is True
@@ -233,8 +271,19 @@ def test_offline_imagenet_weights_fail_fast_with_instructions(tmp_path, monkeypa
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     data = make_dataset(tmp_path / "data")
-    rc = main([str(data), "--out", str(tmp_path / "run"), "--backbone", "mobilenet_v2", "--input-size", "32",
-               "--cache-dir", str(tmp_path / "c")])  # fmt: skip
+    rc = main(
+        [
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--backbone",
+            "mobilenet_v2",
+            "--input-size",
+            "32",
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in err[0]

@@ -33,19 +33,21 @@ PP_SCORES = (0.9, 0.6, 0.2, 0.0)
 PP_CLASSES = (2.0, 0.0, 1.0, 0.0)
 PP_COUNT = 3.0  # the fourth slot is padding, as the real op pads to max_detections
 # The op's attributes: it keeps boxes scoring above 0.1 (so the 0.05 one is dropped), at most 4.
-_OP_SIGNATURE = " ".join([
-    'name: "TFLite_Detection_PostProcess"',
-    'attr { key: "max_detections" value { i: 4 } }',
-    'attr { key: "max_classes_per_detection" value { i: 1 } }',
-    'attr { key: "use_regular_nms" value { b: false } }',
-    'attr { key: "nms_score_threshold" value { f: 0.1 } }',
-    'attr { key: "nms_iou_threshold" value { f: 0.5 } }',
-    'attr { key: "y_scale" value { f: 10.0 } }',
-    'attr { key: "x_scale" value { f: 10.0 } }',
-    'attr { key: "h_scale" value { f: 5.0 } }',
-    'attr { key: "w_scale" value { f: 5.0 } }',
-    'attr { key: "num_classes" value { i: 3 } }',
-])  # fmt: skip
+_OP_SIGNATURE = " ".join(
+    [
+        'name: "TFLite_Detection_PostProcess"',
+        'attr { key: "max_detections" value { i: 4 } }',
+        'attr { key: "max_classes_per_detection" value { i: 1 } }',
+        'attr { key: "use_regular_nms" value { b: false } }',
+        'attr { key: "nms_score_threshold" value { f: 0.1 } }',
+        'attr { key: "nms_iou_threshold" value { f: 0.5 } }',
+        'attr { key: "y_scale" value { f: 10.0 } }',
+        'attr { key: "x_scale" value { f: 10.0 } }',
+        'attr { key: "h_scale" value { f: 5.0 } }',
+        'attr { key: "w_scale" value { f: 5.0 } }',
+        'attr { key: "num_classes" value { i: 3 } }',
+    ]
+)
 
 
 def cell_box(i: int, j: int) -> tuple[float, float, float, float]:
@@ -100,8 +102,12 @@ def postprocess_op_tflite() -> bytes:
 
     @tf.function(experimental_implements=_OP_SIGNATURE)
     def post_process(encodings, scores, anchors):  # replaced by the op; the body is never run
-        return (tf.constant(0.0, name="boxes"), tf.constant(0.0, name="classes"), tf.constant(0.0, name="scores"),
-                tf.constant(0.0, name="num_detections"))  # fmt: skip
+        return (
+            tf.constant(0.0, name="boxes"),
+            tf.constant(0.0, name="classes"),
+            tf.constant(0.0, name="scores"),
+            tf.constant(0.0, name="num_detections"),
+        )
 
     class Model(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([1, PP_SIZE, PP_SIZE, 3], tf.float32)])

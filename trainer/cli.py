@@ -48,36 +48,65 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset, with a bottleneck cache that keeps working when augmentation is on.",
     )
     p.add_argument("data", help="dataset folder: <class>/ images, or train/ [val/ test/] with <class>/ inside")
-    p.add_argument("--task", choices=["classify", "detect"], default="classify",
-                   help="classify: a product classifier; detect: the class-agnostic facing detector, trained on "
-                   "shelves composed from the same photos (docs/detector.md)")  # fmt: skip
+    p.add_argument(
+        "--task",
+        choices=["classify", "detect"],
+        default="classify",
+        help="classify: a product classifier; detect: the class-agnostic facing detector, trained on "
+        "shelves composed from the same photos (docs/detector.md)",
+    )
     p.add_argument("--out", required=True, help="run directory to write (model.keras, metrics.json, report.html, ...)")
     p.add_argument("--csv", help="CSV of image path or id, label (e.g. HackerEarth train.csv); images under DATA")
-    p.add_argument("--backbone", choices=sorted(BACKBONES),
-                   help="feature extractor (classify default: inception_v3; detect: mobilenet_v2 only)")  # fmt: skip
+    p.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        help="feature extractor (classify default: inception_v3; detect: mobilenet_v2 only)",
+    )
     p.add_argument("--weights", default=run["weights"], help="imagenet (Keras cache), none, or a backbone .h5 file")
-    p.add_argument("--input-size", type=_size, metavar="N|HxW",
-                   help="input size: classify takes a square N (default: the backbone's, 299 or 224); "
-                   "detect takes HxW (default 240x320, for 4:3 frames)")  # fmt: skip
-    p.add_argument("--interpolation", default=run["interpolation"], help="resize filter (edge preprocessing)",
-                   choices=["bilinear_antialias", "bilinear", "area", "nearest"])  # fmt: skip
+    p.add_argument(
+        "--input-size",
+        type=_size,
+        metavar="N|HxW",
+        help="input size: classify takes a square N (default: the backbone's, 299 or 224); "
+        "detect takes HxW (default 240x320, for 4:3 frames)",
+    )
+    p.add_argument(
+        "--interpolation",
+        default=run["interpolation"],
+        help="resize filter (edge preprocessing)",
+        choices=["bilinear_antialias", "bilinear", "area", "nearest"],
+    )
     p.add_argument(
         "--val-pct", type=float, default=run["val_pct"], help="validation share when DATA has no val/ (hash split)"
     )
-    p.add_argument("--test-pct", type=float, default=run["test_pct"],
-                   help="test share held out by file-name hash when DATA has no test/ (from train/ + val/, or the "
-                   "one folder); no early stopping, selection or calibration sees it; 0 for none")  # fmt: skip
+    p.add_argument(
+        "--test-pct",
+        type=float,
+        default=run["test_pct"],
+        help="test share held out by file-name hash when DATA has no test/ (from train/ + val/, or the "
+        "one folder); no early stopping, selection or calibration sees it; 0 for none",
+    )
     p.add_argument(
         "--augment-views", type=int, default=aug["views"], metavar="K", help="cached augmented views per image"
     )
-    p.add_argument("--augment-camera", action="store_true",
-                   help="every other view as a shelf camera sees a facing (trimmed, small, blurred, exposed, "
-                   "noisy): for classifiers of detect_classify crops")  # fmt: skip
-    p.add_argument("--epochs", type=int,
-                   help=f"head epochs (classify, default {head['epochs']}) or detector epochs (detect, default "
-                   f"{DetectorConfig.epochs}); early stopping on val loss either way")  # fmt: skip
-    p.add_argument("--learning-rate", type=float, default=head["learning_rate"],
-                   help="head (classify) or neck (detect) learning rate")  # fmt: skip
+    p.add_argument(
+        "--augment-camera",
+        action="store_true",
+        help="every other view as a shelf camera sees a facing (trimmed, small, blurred, exposed, "
+        "noisy): for classifiers of detect_classify crops",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"head epochs (classify, default {head['epochs']}) or detector epochs (detect, default "
+        f"{DetectorConfig.epochs}); early stopping on val loss either way",
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=head["learning_rate"],
+        help="head (classify) or neck (detect) learning rate",
+    )
     p.add_argument(
         "--hidden", type=int, default=head["hidden"], help="hidden units in the head (0: softmax layer only)"
     )
@@ -89,30 +118,53 @@ def build_parser() -> argparse.ArgumentParser:
         default=head["standardize"],
         help="standardize features in the head (auto: only with --weights none)",
     )
-    p.add_argument("--balance", choices=["weights", "sample", "none"], default=head["balance"],
-                   help="imbalanced classes: loss weights, oversampling, or nothing")  # fmt: skip
+    p.add_argument(
+        "--balance",
+        choices=["weights", "sample", "none"],
+        default=head["balance"],
+        help="imbalanced classes: loss weights, oversampling, or nothing",
+    )
     p.add_argument("--fine-tune-epochs", type=int, default=tune["epochs"], help="0 = head only")
     p.add_argument("--fine-tune-lr", type=float, default=tune["learning_rate"], help="fine-tuning learning rate")
     p.add_argument("--fine-tune-after", help="unfreeze layers after this one (default: top two blocks)")
     p.add_argument("--batch-size", type=int, default=run["batch_size"], help="extraction and fine-tuning batch")
     p.add_argument("--cache-dir", default=run["cache_dir"], help="bottleneck cache")
     p.add_argument("--seed", type=int, default=run["seed"], help="splits, augmentation, composition")
-    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default=run["strategy"],
-                   help="tf.distribute strategy: mirrored uses every local GPU; multiworker is refused with the "
-                   "reason (Keras 3 cannot fit under it)")  # fmt: skip
+    p.add_argument(
+        "--strategy",
+        choices=["default", "mirrored", "multiworker"],
+        default=run["strategy"],
+        help="tf.distribute strategy: mirrored uses every local GPU; multiworker is refused with the "
+        "reason (Keras 3 cannot fit under it)",
+    )
     det = p.add_argument_group("facing detector (--task detect; backbone: mobilenet_v2)")
-    det.add_argument("--train-shelves", type=int, default=DetectorConfig.train_shelves,
-                     help="shelves composed from the train photos")  # fmt: skip
-    det.add_argument("--val-shelves", type=int, default=DetectorConfig.val_shelves,
-                     help="shelves composed from the val photos (early stopping and the reported AP)")  # fmt: skip
-    det.add_argument("--compose", type=int, metavar="N",
-                     help="only write N shelves composed from the photos in DATA (a class tree) with their box "
-                     "truth (shelves.json) into --out, e.g. an evaluation set; --seed picks the set")  # fmt: skip
-    det.add_argument("--dense-runs", action="store_true",
-                     help="with --compose: only runs of 3-6 touching identical facings, no empty slots")  # fmt: skip
-    det.add_argument("--score-threshold", type=float,
-                     help="detection score threshold written into the bundle (default: the one with the lowest "
-                     "count error on the val shelves)")  # fmt: skip
+    det.add_argument(
+        "--train-shelves", type=int, default=DetectorConfig.train_shelves, help="shelves composed from the train photos"
+    )
+    det.add_argument(
+        "--val-shelves",
+        type=int,
+        default=DetectorConfig.val_shelves,
+        help="shelves composed from the val photos (early stopping and the reported AP)",
+    )
+    det.add_argument(
+        "--compose",
+        type=int,
+        metavar="N",
+        help="only write N shelves composed from the photos in DATA (a class tree) with their box "
+        "truth (shelves.json) into --out, e.g. an evaluation set; --seed picks the set",
+    )
+    det.add_argument(
+        "--dense-runs",
+        action="store_true",
+        help="with --compose: only runs of 3-6 touching identical facings, no empty slots",
+    )
+    det.add_argument(
+        "--score-threshold",
+        type=float,
+        help="detection score threshold written into the bundle (default: the one with the lowest "
+        "count error on the val shelves)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics summary as JSON")
     add_verbosity_help(p)
     return p
@@ -149,8 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.task == "detect":
         return _detect(args)
     if isinstance(args.input_size, tuple):
-        print("shelfscan-train: error: --input-size HxW is for --task detect; classifiers take a square N",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "shelfscan-train: error: --input-size HxW is for --task detect; classifiers take a square N",
+            file=sys.stderr,
+        )
         return 2
     args.backbone = args.backbone or "inception_v3"
     from trainer.augment import AugmentConfig
@@ -161,23 +215,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.epochs = args.epochs or HeadConfig.epochs
 
     cfg = TrainConfig(
-        data=args.data, out=args.out, csv=args.csv, backbone=args.backbone, weights=args.weights,
-        input_size=args.input_size, interpolation=args.interpolation, val_pct=args.val_pct, test_pct=args.test_pct,
-        batch_size=args.batch_size, cache_dir=args.cache_dir, seed=args.seed, strategy=args.strategy,
+        data=args.data,
+        out=args.out,
+        csv=args.csv,
+        backbone=args.backbone,
+        weights=args.weights,
+        input_size=args.input_size,
+        interpolation=args.interpolation,
+        val_pct=args.val_pct,
+        test_pct=args.test_pct,
+        batch_size=args.batch_size,
+        cache_dir=args.cache_dir,
+        seed=args.seed,
+        strategy=args.strategy,
         augment=AugmentConfig(views=args.augment_views, seed=args.seed, camera=args.augment_camera),
-        head=HeadConfig(epochs=args.epochs, learning_rate=args.learning_rate, dropout=args.dropout, hidden=args.hidden,
-                        label_smoothing=args.label_smoothing, balance=args.balance,
-                        standardize=args.standardize_features),
-        finetune=FineTuneConfig(epochs=args.fine_tune_epochs, learning_rate=args.fine_tune_lr,
-                                after_layer=args.fine_tune_after, batch_size=args.batch_size),
-    )  # fmt: skip
+        head=HeadConfig(
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            dropout=args.dropout,
+            hidden=args.hidden,
+            label_smoothing=args.label_smoothing,
+            balance=args.balance,
+            standardize=args.standardize_features,
+        ),
+        finetune=FineTuneConfig(
+            epochs=args.fine_tune_epochs,
+            learning_rate=args.fine_tune_lr,
+            after_layer=args.fine_tune_after,
+            batch_size=args.batch_size,
+        ),
+    )
     try:
         metrics = train(cfg)
     except ShelfscanError as exc:
         print(f"shelfscan-train: error: {exc}", file=sys.stderr)
         return 2
-    summary = {split: {k: metrics[split][k] for k in ("images", "top1", "top5", "macro_f1")}
-               for split in ("val", "test") if split in metrics}  # fmt: skip
+    summary = {
+        split: {k: metrics[split][k] for k in ("images", "top1", "top5", "macro_f1")}
+        for split in ("val", "test")
+        if split in metrics
+    }
     summary |= {"run_dir": args.out, "timings": metrics["timings"], "skipped": len(metrics["skipped"])}
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -212,27 +289,46 @@ def _detect(args: argparse.Namespace) -> int:
     if args.backbone not in (None, "mobilenet_v2"):
         print("shelfscan-train: error: the facing detector uses --backbone mobilenet_v2", file=sys.stderr)
         return 2
-    height, width = (args.input_size, args.input_size) if isinstance(args.input_size, int) else (
-        args.input_size or (DetectorConfig.height, DetectorConfig.width))  # fmt: skip
+    height, width = (
+        (args.input_size, args.input_size)
+        if isinstance(args.input_size, int)
+        else (args.input_size or (DetectorConfig.height, DetectorConfig.width))
+    )
     epochs = args.epochs or DetectorConfig.epochs
-    cfg = DetectorConfig(data=args.data, out=args.out, weights=args.weights, height=height, width=width,
-                         train_shelves=args.train_shelves, val_shelves=args.val_shelves, epochs=epochs,
-                         learning_rate=args.learning_rate,
-                         batch_size=args.batch_size, seed=args.seed, val_pct=args.val_pct, test_pct=args.test_pct,
-                         score_threshold=args.score_threshold)  # fmt: skip
+    cfg = DetectorConfig(
+        data=args.data,
+        out=args.out,
+        weights=args.weights,
+        height=height,
+        width=width,
+        train_shelves=args.train_shelves,
+        val_shelves=args.val_shelves,
+        epochs=epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        val_pct=args.val_pct,
+        test_pct=args.test_pct,
+        score_threshold=args.score_threshold,
+    )
     try:
         metrics = train_detector(cfg)
     except ShelfscanError as exc:
         print(f"shelfscan-train: error: {exc}", file=sys.stderr)
         return 2
     val = metrics["val"]
-    summary = {"val": {k: val[k] for k in ("images", "truth_boxes", "ap50", "ap50_95", "count_mae")},
-               "run_dir": args.out, "timings": metrics["timings"]}  # fmt: skip
+    summary = {
+        "val": {k: val[k] for k in ("images", "truth_boxes", "ap50", "ap50_95", "count_mae")},
+        "run_dir": args.out,
+        "timings": metrics["timings"],
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"val: {val['images']} composed shelves, {val['truth_boxes']} facings   AP50 {val['ap50']:.4f}   "
-              f"AP50:95 {val['ap50_95']:.4f}   count error {val['count_mae']:.3f} per image")  # fmt: skip
+        print(
+            f"val: {val['images']} composed shelves, {val['truth_boxes']} facings   AP50 {val['ap50']:.4f}   "
+            f"AP50:95 {val['ap50_95']:.4f}   count error {val['count_mae']:.3f} per image"
+        )
         print(f"run directory: {args.out} (report.html, metrics.json, model.keras)   {metrics['timings']['total_s']} s")
     return 0
 

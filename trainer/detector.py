@@ -115,8 +115,7 @@ def shelf_batches(shelves: ShelfSet, batch_size: int, seed: int | None = None) -
 
 def detector_spec(cfg: DetectorConfig) -> PreprocessSpec:
     bb = backbones.get_backbone("mobilenet_v2")
-    return PreprocessSpec(height=cfg.height, width=cfg.width, resize="stretch", mean=(bb.mean,) * 3,
-                          std=(bb.std,) * 3)  # fmt: skip
+    return PreprocessSpec(height=cfg.height, width=cfg.width, resize="stretch", mean=(bb.mean,) * 3, std=(bb.std,) * 3)
 
 
 def compose_features(
@@ -167,8 +166,14 @@ def compose_features(
     return ShelfSet(np.concatenate(f8), np.concatenate(f16), np.stack(heat), np.stack(reg), truth, whole, examples)
 
 
-def decode_batch(heat: np.ndarray, boxes: np.ndarray, spec: PreprocessSpec, cfg: DetectorConfig,
-                 threshold: float = EVAL_SCORE_FLOOR, frame: tuple[int, int] = FRAME) -> list[Detections]:  # fmt: skip
+def decode_batch(
+    heat: np.ndarray,
+    boxes: np.ndarray,
+    spec: PreprocessSpec,
+    cfg: DetectorConfig,
+    threshold: float = EVAL_SCORE_FLOOR,
+    frame: tuple[int, int] = FRAME,
+) -> list[Detections]:
     """Keras outputs -> frame-pixel detections, through the edge decoder the device runs.
 
     The default threshold is the evaluation floor: AP needs the whole precision-recall curve.
@@ -199,28 +204,38 @@ def train_detector(cfg: DetectorConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_dataset(cfg.data, val_pct=cfg.val_pct, test_pct=cfg.test_pct, verify=False)
-    photos = {split: PhotoLibrary([(ds.classes[s.label], s.path) for s in samples], f"{cfg.data} ({split})")
-              for split, samples in ds.splits.items() if split in ("train", "val")}  # fmt: skip
+    photos = {
+        split: PhotoLibrary([(ds.classes[s.label], s.path) for s in samples], f"{cfg.data} ({split})")
+        for split, samples in ds.splits.items()
+        if split in ("train", "val")
+    }
     spec = detector_spec(cfg)
     features = build_backbone_features(cfg.weights, cfg.height, cfg.width)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    train = compose_features(features, photos["train"], cfg.train_shelves, cfg.seed, spec, "train shelves",
-                             dense_share=cfg.dense_share)  # fmt: skip
+    train = compose_features(
+        features, photos["train"], cfg.train_shelves, cfg.seed, spec, "train shelves", dense_share=cfg.dense_share
+    )
     val = compose_features(features, photos["val"], cfg.val_shelves, cfg.seed + 1, spec, "val shelves", keep=6)
     timings["compose_and_features_s"] = round(time.perf_counter() - t0, 1)
     channels = (int(train.f8.shape[-1]), int(train.f16.shape[-1]))
     neck = build_neck(channels)
-    neck.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=[focal_loss, giou_loss],
-                 loss_weights=[1.0, 2.0])  # fmt: skip
+    neck.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=[focal_loss, giou_loss], loss_weights=[1.0, 2.0]
+    )
     callbacks = [
         keras.callbacks.EarlyStopping(patience=cfg.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=max(1, cfg.patience // 2), min_lr=1e-5),
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
     ]
     t0 = time.perf_counter()
-    history = neck.fit(shelf_batches(train, cfg.batch_size, cfg.seed), epochs=cfg.epochs, callbacks=callbacks,
-                       validation_data=shelf_batches(val, 64), verbose=2).history  # fmt: skip
+    history = neck.fit(
+        shelf_batches(train, cfg.batch_size, cfg.seed),
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        validation_data=shelf_batches(val, 64),
+        verbose=2,
+    ).history
     timings["train_s"] = round(time.perf_counter() - t0, 1)
     heat, boxes = neck.predict(shelf_batches(val, 64), verbose=0)
     predictions = decode_batch(heat, boxes, spec, cfg)
@@ -233,8 +248,12 @@ def train_detector(cfg: DetectorConfig) -> dict[str, Any]:
     model = assemble(features, export_neck)
     model.save(out / "model.keras")
     timings["total_s"] = round(time.perf_counter() - start, 1)
-    metrics |= {"task": "detect", "timings": timings, "epochs_run": len(history.get("loss", [])),
-                "history": {k: [float(v) for v in vals] for k, vals in history.items()}}  # fmt: skip
+    metrics |= {
+        "task": "detect",
+        "timings": timings,
+        "epochs_run": len(history.get("loss", [])),
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+    }
     _write_outputs(out, cfg, spec, metrics, val.examples, predictions, val.truth)
     return metrics
 
@@ -253,8 +272,13 @@ def pick_threshold(predictions: list[Detections], truth: list[np.ndarray]) -> fl
 
 def detection_params(cfg: DetectorConfig) -> dict[str, Any]:
     """What the device needs to decode, written to ``config.json`` and from there into the manifest."""
-    return {"format": "centernet", "stride": STRIDE, "score_threshold": cfg.score_threshold,
-            "nms_iou": cfg.nms_iou, "max_detections": cfg.max_detections}  # fmt: skip
+    return {
+        "format": "centernet",
+        "stride": STRIDE,
+        "score_threshold": cfg.score_threshold,
+        "nms_iou": cfg.nms_iou,
+        "max_detections": cfg.max_detections,
+    }
 
 
 def draw(image: np.ndarray, detections: Detections, truth: np.ndarray | None = None) -> np.ndarray:
@@ -281,9 +305,16 @@ def _write_outputs(
 
     (out / "labels.txt").write_text("\n".join(DETECT_LABELS) + "\n", encoding="utf-8")
     (out / "preprocessing.json").write_text(spec.model_dump_json(indent=2) + "\n")
-    config = {**asdict(cfg), "task": "detect", "backbone": "mobilenet_v2", "feature_layers": list(FEATURE_LAYERS),
-              "input_size": [cfg.height, cfg.width], "detection": detection_params(cfg),
-              "weights_id": backbones.weights_id(cfg.weights), "tool_version": __version__}  # fmt: skip
+    config = {
+        **asdict(cfg),
+        "task": "detect",
+        "backbone": "mobilenet_v2",
+        "feature_layers": list(FEATURE_LAYERS),
+        "input_size": [cfg.height, cfg.width],
+        "detection": detection_params(cfg),
+        "weights_id": backbones.weights_id(cfg.weights),
+        "tool_version": __version__,
+    }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     figures = []

@@ -56,8 +56,7 @@ def build_neck(channels: tuple[int, int], width: int = 96) -> Any:
     prior = keras.initializers.Constant(float(np.log(HEAT_PRIOR / (1 - HEAT_PRIOR))))
     heat = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap", bias_initializer=prior)(heat)
     box = sep(x, "box_c")
-    box = layers.Conv2D(4, 1, activation="relu", name="boxes",
-                        bias_initializer=keras.initializers.Constant(2.0))(box)  # fmt: skip
+    box = layers.Conv2D(4, 1, activation="relu", name="boxes", bias_initializer=keras.initializers.Constant(2.0))(box)
     return keras.Model([f8, f16], [heat, box], name="facing_neck")
 
 
@@ -100,8 +99,9 @@ def targets(boxes: np.ndarray, grid_h: int, grid_w: int, stride: int = STRIDE) -
         g = np.exp(-((cy[:, None] - py) ** 2) / (2 * sy**2) - ((cx[None, :] - px) ** 2) / (2 * sx**2))
         inside = (cy[:, None] > y0) & (cy[:, None] < y1) & (cx[None, :] > x0) & (cx[None, :] < x1)
         owner = inside & (g > reg[..., 4])
-        reg[owner] = np.stack(np.broadcast_arrays(cx[None, :] - x0, cy[:, None] - y0, x1 - cx[None, :],
-                                                  y1 - cy[:, None], g), axis=-1)[owner]  # fmt: skip
+        reg[owner] = np.stack(
+            np.broadcast_arrays(cx[None, :] - x0, cy[:, None] - y0, x1 - cx[None, :], y1 - cy[:, None], g), axis=-1
+        )[owner]
         np.maximum(heat, g, out=heat)
     return heat[..., None], reg
 

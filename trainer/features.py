@@ -42,10 +42,15 @@ class ExtractStats:
 
 def model_key(backbone: str, weights_id: str, spec: PreprocessSpec, augment: AugmentConfig) -> str:
     blob = json.dumps(
-        {"format": CACHE_FORMAT, "backbone": backbone, "weights": weights_id,
-         "preprocessing": spec.model_dump(mode="json"), "augment": augment.key()},
+        {
+            "format": CACHE_FORMAT,
+            "backbone": backbone,
+            "weights": weights_id,
+            "preprocessing": spec.model_dump(mode="json"),
+            "augment": augment.key(),
+        },
         sort_keys=True,
-    )  # fmt: skip
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -167,6 +172,10 @@ def extract_features(
     stats.seconds = time.perf_counter() - start
     log.info(
         "%s: %d images, %d from cache, %d views extracted in %.1f s",
-        desc, stats.images, stats.hits, stats.extracted_views, stats.seconds,
-    )  # fmt: skip
+        desc,
+        stats.images,
+        stats.hits,
+        stats.extracted_views,
+        stats.seconds,
+    )
     return out, stats

@@ -61,8 +61,14 @@ def augmentation_layers(seed: int) -> Any:
     )
 
 
-def preprocess_all(paths: list[str], pre: Any, desc: str, dtype: Any = np.float32,
-                   augment: AugmentConfig | None = None, views: tuple[int, ...] = (0,)) -> np.ndarray:  # fmt: skip
+def preprocess_all(
+    paths: list[str],
+    pre: Any,
+    desc: str,
+    dtype: Any = np.float32,
+    augment: AugmentConfig | None = None,
+    views: tuple[int, ...] = (0,),
+) -> np.ndarray:
     """Edge-preprocess images once (normalized model input); float16 halves training memory.
 
     ``views``: which augmentation views of each image (``augment``), image-major: the fine-tune
@@ -112,13 +118,19 @@ def fine_tune(
         metrics=["accuracy", keras.metrics.TopKCategoricalAccuracy(k=min(5, n_classes), name="top5")],
     )
     # Accuracy, not loss: with label smoothing the loss keeps drifting after accuracy peaks.
-    stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
-                                         restore_best_weights=True)  # fmt: skip
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True
+    )
     history = trainer_model.fit(
-        train_x, keras.utils.to_categorical(train_y, n_classes),
+        train_x,
+        keras.utils.to_categorical(train_y, n_classes),
         validation_data=(val_x, keras.utils.to_categorical(val_y, n_classes)),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, shuffle=True, verbose=2,
-        class_weight=class_weight, callbacks=[stop, *callbacks],
-    )  # fmt: skip
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        verbose=2,
+        class_weight=class_weight,
+        callbacks=[stop, *callbacks],
+    )
     backbone.trainable = False
     return {f"ft_{k}": [float(v) for v in vs] for k, vs in history.history.items()}

@@ -141,7 +141,8 @@ def train_head(
         .prefetch(2)
     )
     val_ds = tf.data.Dataset.from_tensor_slices((val_x, keras.utils.to_categorical(val_y, n_classes))).batch(1024)
-    history = head.fit(train_ds, validation_data=val_ds.cache(), epochs=cfg.epochs, verbose=0,
-                       callbacks=[stop, *callbacks])  # fmt: skip
+    history = head.fit(
+        train_ds, validation_data=val_ds.cache(), epochs=cfg.epochs, verbose=0, callbacks=[stop, *callbacks]
+    )
     log.info("head: %d epochs, best val_loss %.4f", len(history.history["loss"]), min(history.history["val_loss"]))
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}

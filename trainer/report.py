@@ -91,8 +91,10 @@ def write_html(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any], w
     for split in ("val", "test"):
         if split in metrics:
             m = metrics[split]
-            rows.append(f"<tr><td>{split}</td><td>{m['images']}</td><td>{100 * m['top1']:.2f} %</td>"
-                        f"<td>{100 * m['top5']:.2f} %</td><td>{m['macro_f1']:.3f}</td></tr>")  # fmt: skip
+            rows.append(
+                f"<tr><td>{split}</td><td>{m['images']}</td><td>{100 * m['top1']:.2f} %</td>"
+                f"<td>{100 * m['top5']:.2f} %</td><td>{m['macro_f1']:.3f}</td></tr>"
+            )
     per_class = "".join(
         f"<tr><td>{e(c)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td><td>{v['f1']:.3f}</td>"
         f"<td>{v['support']}</td></tr>"

@@ -127,8 +127,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     bb = backbones.get_backbone(cfg.backbone)
     size = cfg.input_size or bb.size
-    spec = PreprocessSpec(height=size, width=size, mean=(bb.mean,) * 3, std=(bb.std,) * 3,
-                          interpolation=cfg.interpolation)  # fmt: skip
+    spec = PreprocessSpec(
+        height=size, width=size, mean=(bb.mean,) * 3, std=(bb.std,) * 3, interpolation=cfg.interpolation
+    )
     ds: Dataset = load_dataset(cfg.data, csv_path=cfg.csv, val_pct=cfg.val_pct, test_pct=cfg.test_pct, verify=False)
     log.info("dataset: %d classes\n%s", len(ds.classes), ds.count_table())
     weights_id = backbones.weights_id(cfg.weights)
@@ -166,13 +167,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             tr_kept = [s for s in ds.splits["train"] if str(s.path) in feats["train"]]
             # with shelf-camera views on, each photo also as a facing crop (view 1), so the unfrozen blocks learn it
             ft_views = (0, 1) if cfg.augment.camera and cfg.augment.views >= 1 else (0,)
-            ft_train = preprocess_all([str(s.path) for s in tr_kept], pre, "fine-tune: train images", np.float16,
-                                      cfg.augment, ft_views)  # fmt: skip
+            ft_train = preprocess_all(
+                [str(s.path) for s in tr_kept], pre, "fine-tune: train images", np.float16, cfg.augment, ft_views
+            )
             ft_val = preprocess_all([str(s.path) for s in val_kept], pre, "fine-tune: val images")
             weights = class_weights(train_y, n) if cfg.head.balance != "none" else None
             ft_y = np.repeat(np.array([s.label for s in tr_kept]), len(ft_views))
-            history |= fine_tune(model, base, ft_train, ft_y, ft_val, val_y, n,
-                                 cfg.finetune, bb.fine_tune_after, cfg.seed, weights, [tb])  # fmt: skip
+            history |= fine_tune(
+                model, base, ft_train, ft_y, ft_val, val_y, n, cfg.finetune, bb.fine_tune_after, cfg.seed, weights, [tb]
+            )
             evaluated["val"] = (model.predict(ft_val, batch_size=cfg.batch_size, verbose=0), val_y, val_kept)
             timings["finetune_s"] = round(time.perf_counter() - t0, 2)
         else:
@@ -206,9 +209,17 @@ def write_outputs(
     metrics: dict[str, Any] = {
         split: classification_metrics(probs, y, ds.classes) for split, (probs, y, _) in evaluated.items()
     }
-    metrics |= {"backbone": cfg.backbone, "weights": cfg.weights, "random_weights": cfg.weights == "none",
-                "classes": ds.classes, "counts": ds.counts(), "skipped": [list(s) for s in ds.skipped],
-                "warnings": ds.warnings, "timings": timings, "history": history}  # fmt: skip
+    metrics |= {
+        "backbone": cfg.backbone,
+        "weights": cfg.weights,
+        "random_weights": cfg.weights == "none",
+        "classes": ds.classes,
+        "counts": ds.counts(),
+        "skipped": [list(s) for s in ds.skipped],
+        "warnings": ds.warnings,
+        "timings": timings,
+        "history": history,
+    }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     probs, y, kept = evaluated["val"]
     with open(out / "predictions.csv", "w", newline="") as fp, open(out / "misclassified.csv", "w", newline="") as fm:

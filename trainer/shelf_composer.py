@@ -95,12 +95,17 @@ class Shelf:
     def to_dict(self, file: str) -> dict[str, Any]:
         h, w = self.image.shape[:2]
         return {
-            "file": file, "width": w, "height": h,
-            "facings": [{"box": _r(f.box), "label": f.label, "row": f.row, "photo": f.photo}
-                        | ({"full_box": _r(f.full)} if f.full else {}) for f in self.facings],
+            "file": file,
+            "width": w,
+            "height": h,
+            "facings": [
+                {"box": _r(f.box), "label": f.label, "row": f.row, "photo": f.photo}
+                | ({"full_box": _r(f.full)} if f.full else {})
+                for f in self.facings
+            ],
             "gaps": [{"box": _r(g.box), "row": g.row} for g in self.gaps],
             "rows": [{"y0": round(a, 1), "y1": round(b, 1)} for a, b in self.rows],
-        }  # fmt: skip
+        }
 
 
 def _r(box: Box) -> list[float]:
@@ -214,9 +219,17 @@ def _board(img: np.ndarray, y0: int, y1: int, rng: np.random.Generator, scale: f
     img[strip0:y1] = strip
 
 
-def compose_canvas(library: PhotoLibrary, width: int, height: int, rng: np.random.Generator,
-                   style: ShelfStyle = ShelfStyle(), *, span: tuple[float, float] | None = None,
-                   rows_span: tuple[float, float] | None = None, scale: float | None = None) -> Shelf:  # fmt: skip
+def compose_canvas(
+    library: PhotoLibrary,
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    style: ShelfStyle = ShelfStyle(),
+    *,
+    span: tuple[float, float] | None = None,
+    rows_span: tuple[float, float] | None = None,
+    scale: float | None = None,
+) -> Shelf:
     """Rows of facings on shelf boards over a wall, ``width`` x ``height``, before any camera effect.
 
     By default it is a piece cut out of a longer shelf: facings run off both sides and rows off
@@ -249,9 +262,18 @@ def compose_canvas(library: PhotoLibrary, width: int, height: int, rng: np.rando
     return shelf
 
 
-def _fill_row(shelf: Shelf, library: PhotoLibrary, row: int, top: float, floor: float, width: int,
-              rng: np.random.Generator, style: ShelfStyle, scale: float,
-              span: tuple[float, float] | None = None) -> None:  # fmt: skip
+def _fill_row(
+    shelf: Shelf,
+    library: PhotoLibrary,
+    row: int,
+    top: float,
+    floor: float,
+    width: int,
+    rng: np.random.Generator,
+    style: ShelfStyle,
+    scale: float,
+    span: tuple[float, float] | None = None,
+) -> None:
     """Runs of identical facings standing on ``floor``, left to right, cut at both borders (or kept in ``span``)."""
     free = floor - top
     x = -rng.uniform(0.0, 0.6) * free if span is None else span[0]  # the first facing may be cut by the left border
@@ -293,8 +315,11 @@ def row_gaps(facings: list[Facing], row: int, top: float, floor: float, share: f
         return []
     ordered = sorted(facings, key=lambda f: f.box[0])
     median = float(np.median([f.box[2] - f.box[0] for f in ordered]))
-    return [Gap((a.box[2], top, b.box[0], floor), row) for a, b in itertools.pairwise(ordered)
-            if b.box[0] - a.box[2] > share * median]  # fmt: skip
+    return [
+        Gap((a.box[2], top, b.box[0], floor), row)
+        for a, b in itertools.pairwise(ordered)
+        if b.box[0] - a.box[2] > share * median
+    ]
 
 
 def _paste(canvas: np.ndarray, art: np.ndarray, x0: int, y0: int) -> None:
@@ -330,8 +355,9 @@ def _in_view(quad: np.ndarray, width: int, height: int) -> tuple[Box, float]:
     return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)), seen / area
 
 
-def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator,
-                style: ShelfStyle = ShelfStyle()) -> Shelf:  # fmt: skip
+def camera_view(
+    canvas: Shelf, width: int, height: int, rng: np.random.Generator, style: ShelfStyle = ShelfStyle()
+) -> Shelf:
     """What a camera sees of ``canvas``: a zoomed, slightly tilted window, blurred, noisy, exposed.
 
     Boxes go through the same homography and are kept when at least ``style.min_visible`` of
@@ -348,8 +374,9 @@ def camera_view(canvas: Shelf, width: int, height: int, rng: np.random.Generator
     src += rng.uniform(-1, 1, (4, 2)) * jitter
     dst = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
     matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
-    image = cv2.warpPerspective(canvas.image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    image = cv2.warpPerspective(
+        canvas.image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+    )
     view = Shelf(_camera_effects(image, rng, style, width / 640))
     for f in canvas.facings:
         quad = _warp_quad(f.extent, matrix)
@@ -374,8 +401,9 @@ def _camera_effects(image: np.ndarray, rng: np.random.Generator, style: ShelfSty
     return camera_effects(image, gain, length, rng.uniform(*style.noise), rng)
 
 
-def camera_effects(image: np.ndarray, gain: float | np.ndarray, blur_px: int, noise: float,
-                   rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def camera_effects(
+    image: np.ndarray, gain: float | np.ndarray, blur_px: int, noise: float, rng: np.random.Generator
+) -> np.ndarray:
     """``image`` times ``gain`` (exposure, per-channel white balance), blurred ``blur_px`` along x (the pan),
     plus sensor noise of sigma ``noise``, in float, then to uint8.
 
@@ -391,18 +419,33 @@ def camera_effects(image: np.ndarray, gain: float | np.ndarray, blur_px: int, no
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def compose(library: PhotoLibrary, width: int = 640, height: int = 480, seed: int = 0, index: int = 0,
-            style: ShelfStyle = ShelfStyle()) -> Shelf:  # fmt: skip
+def compose(
+    library: PhotoLibrary,
+    width: int = 640,
+    height: int = 480,
+    seed: int = 0,
+    index: int = 0,
+    style: ShelfStyle = ShelfStyle(),
+) -> Shelf:
     """Shelf image number ``index`` of the set ``seed``: the same arguments give the same pixels."""
     rng = np.random.default_rng([seed, index])
     margin = 1.0 + 2 * style.perspective
-    canvas = compose_canvas(library, round(width * margin * style.zoom[1] / 1.15),
-                            round(height * margin * style.zoom[1] / 1.15), rng, style)  # fmt: skip
+    canvas = compose_canvas(
+        library, round(width * margin * style.zoom[1] / 1.15), round(height * margin * style.zoom[1] / 1.15), rng, style
+    )
     return camera_view(canvas, width, height, rng, style)
 
 
-def write_set(out: str | Path, library: PhotoLibrary, count: int, seed: int = 0, width: int = 640,
-              height: int = 480, style: ShelfStyle = ShelfStyle(), quality: int = 92) -> Path:  # fmt: skip
+def write_set(
+    out: str | Path,
+    library: PhotoLibrary,
+    count: int,
+    seed: int = 0,
+    width: int = 640,
+    height: int = 480,
+    style: ShelfStyle = ShelfStyle(),
+    quality: int = 92,
+) -> Path:
     """Write ``count`` composed shelves as JPEGs plus ``shelves.json`` (the box truth) into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -84,8 +84,13 @@ class PassSpec:
 
     def style(self) -> ShelfStyle:
         """The composer style of the shelf: the default one with this pass's rows, runs and empty slots."""
-        return replace(ShelfStyle(), rows=(self.rows, self.rows), run_length=self.run_length,
-                       facing_gap_px=self.facing_gap_px, empty_prob=self.empty_prob)  # fmt: skip
+        return replace(
+            ShelfStyle(),
+            rows=(self.rows, self.rows),
+            run_length=self.run_length,
+            facing_gap_px=self.facing_gap_px,
+            empty_prob=self.empty_prob,
+        )
 
 
 @dataclass
@@ -110,8 +115,10 @@ def _directions(spec: PassSpec, frames: int, ramp: int) -> np.ndarray:
     back = round(spec.reverse_px / spec.pan_px) + ramp // 2 if spec.reverse_px > 0 else 0  # smoothing eats some
     forward = frames - stop_n - 2 * back
     if forward < 4 * ramp:
-        raise ShelfscanError(f"shelf pass: {spec.seconds:g} s at {spec.fps:g} fps is too short for a "
-                             f"{spec.stop_seconds:g} s stop and a {spec.reverse_px:g} px reversal")  # fmt: skip
+        raise ShelfscanError(
+            f"shelf pass: {spec.seconds:g} s at {spec.fps:g} fps is too short for a "
+            f"{spec.stop_seconds:g} s stop and a {spec.reverse_px:g} px reversal"
+        )
     a, b = forward // 2, forward // 4
     parts = [(1, a), (0, stop_n), (1, b), (-1, back), (1, back), (1, forward - a - b)]
     return np.concatenate([np.full(n, d, np.float64) for d, n in parts])
@@ -182,11 +189,23 @@ def row_truth(shelf: Shelf) -> list[dict[str, Any]]:
         left_of = {f.box[0]: f for f in facings}
         gaps = []
         for g in sorted((g for g in shelf.gaps if g.row == r), key=lambda g: g.box[0]):
-            gaps.append({"span": [round(g.box[0], 2), round(g.box[2], 2)], "box": _round(g.box),
-                         "left": right_of[g.box[0]].label, "right": left_of[g.box[2]].label})  # fmt: skip
-        rows.append({"row": r, "y0": round(top, 1), "y1": round(floor, 1),
-                     "facings": [{"label": f.label, "photo": f.photo, "box": _round(f.box)} for f in facings],
-                     "gaps": gaps})  # fmt: skip
+            gaps.append(
+                {
+                    "span": [round(g.box[0], 2), round(g.box[2], 2)],
+                    "box": _round(g.box),
+                    "left": right_of[g.box[0]].label,
+                    "right": left_of[g.box[2]].label,
+                }
+            )
+        rows.append(
+            {
+                "row": r,
+                "y0": round(top, 1),
+                "y1": round(floor, 1),
+                "facings": [{"label": f.label, "photo": f.photo, "box": _round(f.box)} for f in facings],
+                "gaps": gaps,
+            }
+        )
     return rows
 
 
@@ -204,8 +223,10 @@ class _Frames:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, (spec.width, spec.height))
         if not self.writer.isOpened():
-            raise ShelfscanError(f"{out}: OpenCV cannot write an mp4v video here (no encoder, or not writable); "
-                                 "render_pass(..., images=True) writes a folder of JPEGs instead")  # fmt: skip
+            raise ShelfscanError(
+                f"{out}: OpenCV cannot write an mp4v video here (no encoder, or not writable); "
+                "render_pass(..., images=True) writes a folder of JPEGs instead"
+            )
 
     def write(self, frame: np.ndarray) -> None:
         if self.writer is not None:
@@ -224,13 +245,22 @@ def plan_pass(library: PhotoLibrary, spec: PassSpec = PassSpec()) -> tuple[Shelf
     what :func:`render_pass` films, for an evaluator or a test that needs no pixels."""
     path = camera_path(spec, np.random.default_rng([spec.seed, 1]))
     width, height, span, rows_span = _layout(spec, path)
-    canvas = compose_canvas(library, width, height, np.random.default_rng([spec.seed, 0]), spec.style(),
-                            span=span, rows_span=rows_span, scale=spec.scale)  # fmt: skip
+    canvas = compose_canvas(
+        library,
+        width,
+        height,
+        np.random.default_rng([spec.seed, 0]),
+        spec.style(),
+        span=span,
+        rows_span=rows_span,
+        scale=spec.scale,
+    )
     return canvas, replace(path, y=path.y + height / 2)
 
 
-def render_pass(library: PhotoLibrary, out: str | Path, spec: PassSpec = PassSpec(),
-                images: bool = False) -> dict[str, Any]:  # fmt: skip
+def render_pass(
+    library: PhotoLibrary, out: str | Path, spec: PassSpec = PassSpec(), images: bool = False
+) -> dict[str, Any]:
     """Write the pass to ``out`` (mp4v video, or with ``images`` a folder of ``000000.jpg``..., which needs no
     codec) and its truth to ``out.with_suffix('.json')``; returns the truth.
     """
@@ -245,8 +275,13 @@ def render_pass(library: PhotoLibrary, out: str | Path, spec: PassSpec = PassSpe
             for i in range(len(path)):
                 z = float(path.zoom[i])
                 matrix = np.float32([[z, 0, -path.x[i] * z], [0, z, -path.y[i] * z]])
-                view = cv2.warpAffine(canvas.image, matrix, (spec.width, spec.height), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+                view = cv2.warpAffine(
+                    canvas.image,
+                    matrix,
+                    (spec.width, spec.height),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT,
+                )
                 beat = 0.7 * math.sin(2 * math.pi * 0.7 * i / spec.fps + phase) + 0.3 * rng.uniform(-1, 1)
                 blur = round(spec.blur * abs(float(path.speed[i])) * z)
                 sink.write(camera_effects(view, balance * (1 + spec.flicker * beat), blur, spec.noise, rng))
@@ -257,29 +292,48 @@ def render_pass(library: PhotoLibrary, out: str | Path, spec: PassSpec = PassSpe
     out.with_suffix(".json").write_text(text + "\n", encoding="utf-8")
     truth = json.loads(text)  # exactly what the file says (lists, not tuples)
     totals = truth["totals"]
-    log.info("shelf pass %s: %d frames at %g fps, %d facings, %d gaps over a %d-pixel shelf", out, len(path),
-             spec.fps, sum(totals["facings"].values()), totals["gaps"], canvas.image.shape[1])  # fmt: skip
+    log.info(
+        "shelf pass %s: %d frames at %g fps, %d facings, %d gaps over a %d-pixel shelf",
+        out,
+        len(path),
+        spec.fps,
+        sum(totals["facings"].values()),
+        totals["gaps"],
+        canvas.image.shape[1],
+    )
     return truth
 
 
-def _truth(library: PhotoLibrary, out: Path, spec: PassSpec, canvas: Shelf, path: CameraPath,
-           images: bool) -> dict[str, Any]:  # fmt: skip
+def _truth(
+    library: PhotoLibrary, out: Path, spec: PassSpec, canvas: Shelf, path: CameraPath, images: bool
+) -> dict[str, Any]:
     rows = row_truth(canvas)
     counts = Counter(f["label"] for r in rows for f in r["facings"])
     return {
-        "schema": PASS_SCHEMA, "version": 1, "source": library.name,
-        "video": out.name, "format": "jpeg" if images else "mp4v",
-        "frames": len(path), "fps": spec.fps, "width": spec.width, "height": spec.height,
+        "schema": PASS_SCHEMA,
+        "version": 1,
+        "source": library.name,
+        "video": out.name,
+        "format": "jpeg" if images else "mp4v",
+        "frames": len(path),
+        "fps": spec.fps,
+        "width": spec.width,
+        "height": spec.height,
         "spec": asdict(spec),
         "canvas": {"width": canvas.image.shape[1], "height": canvas.image.shape[0]},
         "mapping": "frame pixel (u, v) is canvas pixel (x + u / zoom, y + v / zoom) of that frame's camera entry",
         "rows": rows,
-        "totals": {"facings": dict(sorted(counts.items())), "gaps": sum(len(r["gaps"]) for r in rows),
-                   "rows": len(rows)},
+        "totals": {
+            "facings": dict(sorted(counts.items())),
+            "gaps": sum(len(r["gaps"]) for r in rows),
+            "rows": len(rows),
+        },
         "events": path.events,
-        "camera": [{"x": round(float(x), 2), "y": round(float(y), 2), "zoom": round(float(z), 4),
-                    "bob": round(float(b), 2)} for x, y, z, b in zip(path.x, path.y, path.zoom, path.bob, strict=True)],
-    }  # fmt: skip
+        "camera": [
+            {"x": round(float(x), 2), "y": round(float(y), 2), "zoom": round(float(z), 4), "bob": round(float(b), 2)}
+            for x, y, z, b in zip(path.x, path.y, path.zoom, path.bob, strict=True)
+        ],
+    }
 
 
 def read_pass(path: str | Path) -> dict[str, Any]:
@@ -309,8 +363,10 @@ def compare_counts(truth: dict[str, Any], counts: dict[str, int], gaps_found: in
     """
     true = truth["totals"]["facings"]
     labels = sorted((set(true) | set(counts)) - {UNKNOWN})
-    per_label = {k: {"truth": true.get(k, 0), "counted": counts.get(k, 0),
-                     "error": abs(counts.get(k, 0) - true.get(k, 0))} for k in labels}  # fmt: skip
+    per_label = {
+        k: {"truth": true.get(k, 0), "counted": counts.get(k, 0), "error": abs(counts.get(k, 0) - true.get(k, 0))}
+        for k in labels
+    }
     error = sum(v["error"] for v in per_label.values())
     total = sum(true.values())
     gaps = truth["totals"]["gaps"]

@@ -58,17 +58,33 @@ OPENCV_INEXACT = (":area:",)
 # test_agent_facings, test_shelf_video (TensorFlow or trainer side), test_deploy (systemd-analyze and the
 # host venv), test_tls_acl (openssl CA and TLS broker: host tooling).
 TEST_FILES = [
-    "test_adapters.py", "test_bundle.py", "test_detector.py", "test_facing_counter.py", "test_facing_pipeline.py",
-    "test_motion.py", "test_outbox.py", "test_picamera2.py", "test_preprocess.py", "test_shelfmap_cli.py",
-    "test_docs.py", "test_evidence.py", "test_capture_stall.py", "test_logsetup.py", "test_config_example.py",
-]  # fmt: skip
+    "test_adapters.py",
+    "test_bundle.py",
+    "test_detector.py",
+    "test_facing_counter.py",
+    "test_facing_pipeline.py",
+    "test_motion.py",
+    "test_outbox.py",
+    "test_picamera2.py",
+    "test_preprocess.py",
+    "test_shelfmap_cli.py",
+    "test_docs.py",
+    "test_evidence.py",
+    "test_capture_stall.py",
+    "test_logsetup.py",
+    "test_config_example.py",
+]
 # ARM64_TESTS=all adds the tests that start the agent CLI in subprocesses (each emulated start-up and model
 # load costs seconds; classify and run are compared / smoke-run by the steps above anyway). Note: test_agent's
 # broker-outage tests wait on wall-clock deadlines sized for native speed and time out under QEMU.
 MORE_TEST_FILES = [
-    "test_classify_cli.py", "test_reference_models.py", "test_delegates.py", "test_no_tensorflow.py",
-    "test_fleet.py", "test_agent.py",
-]  # fmt: skip
+    "test_classify_cli.py",
+    "test_reference_models.py",
+    "test_delegates.py",
+    "test_no_tensorflow.py",
+    "test_fleet.py",
+    "test_agent.py",
+]
 
 
 def env_for(python: str) -> dict[str, str]:
@@ -78,8 +94,15 @@ def env_for(python: str) -> dict[str, str]:
 
 
 def run(python: str, *args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([python, *args], cwd=REPO, env=kw.pop("env", env_for(python)), capture_output=True,
-                          text=True, timeout=timeout, **kw)  # fmt: skip
+    return subprocess.run(
+        [python, *args],
+        cwd=REPO,
+        env=kw.pop("env", env_for(python)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def must(proc: subprocess.CompletedProcess[str], what: str) -> str:
@@ -110,8 +133,10 @@ def step_preprocess(work: Path) -> list[str]:
     inexact = [p for p in problems if any(m in p for m in OPENCV_INEXACT) and p.endswith("(max |diff| 1)")]
     if inexact and not strict:
         problems = [p for p in problems if p not in inexact]
-        print(f"note: {len(inexact)} of {len(x86)} arrays differ by one level, all OpenCV area "
-              f"(not bit-exact across ISAs; ARM64_STRICT=1 fails on them), e.g. {inexact[0]}")  # fmt: skip
+        print(
+            f"note: {len(inexact)} of {len(x86)} arrays differ by one level, all OpenCV area "
+            f"(not bit-exact across ISAs; ARM64_STRICT=1 fails on them), e.g. {inexact[0]}"
+        )
     print(f"{len(x86) - len(inexact)} of {len(x86)} arrays bit-identical on x86 and aarch64")
     return problems
 
@@ -119,8 +144,19 @@ def step_preprocess(work: Path) -> list[str]:
 def step_classify(work: Path) -> list[str]:
     problems: list[str] = []
     for model in MODELS:
-        args = ["-m", "edge.cli", "classify", *map(str, PHOTOS), "--model", str(REF / f"{model}.tflite"),
-                "--labels", str(REF / "imagenet_labels.txt"), "--top-k", "5", "--json"]  # fmt: skip
+        args = [
+            "-m",
+            "edge.cli",
+            "classify",
+            *map(str, PHOTOS),
+            "--model",
+            str(REF / f"{model}.tflite"),
+            "--labels",
+            str(REF / "imagenet_labels.txt"),
+            "--top-k",
+            "5",
+            "--json",
+        ]
         x86 = json.loads(must(run(X86, *args), f"x86 classify {model}"))
         arm = json.loads(must(run(ARM, *args), f"aarch64 classify {model}"))
         (work / f"{model}.x86.json").write_text(json.dumps(x86, indent=1))
@@ -134,8 +170,10 @@ def step_classify(work: Path) -> list[str]:
         for r in arm["results"]:
             top = ", ".join(f"{p['label'].split(',')[0]} {p['score']:.3f}" for p in r["top_k"])
             print(f"{model} {Path(r['path']).name}: {top}")
-        print(f"{model}: max |score diff| x86 vs aarch64 {compare.max_score_diff(x86, arm):.6f} "
-              f"(tolerance {compare.SCORE_TOLERANCE:.6f}); xnnpack {arm['delegate']}")  # fmt: skip
+        print(
+            f"{model}: max |score diff| x86 vs aarch64 {compare.max_score_diff(x86, arm):.6f} "
+            f"(tolerance {compare.SCORE_TOLERANCE:.6f}); xnnpack {arm['delegate']}"
+        )
     return problems
 
 
@@ -150,11 +188,30 @@ def step_tests(work: Path) -> list[str]:
         "HYPOTHESIS_STORAGE_DIRECTORY": str(OUT / "hypothesis"),
         "ARM64_TESTS": "all" if everything else "",
     }
-    args = ["-m", "pytest", "-p", "select_tests", "-p", "no:cacheprovider", "-q", "--timeout", "300",
-            "--durations", "5", *[f"tests/{f}" for f in files]]  # fmt: skip
+    args = [
+        "-m",
+        "pytest",
+        "-p",
+        "select_tests",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--timeout",
+        "300",
+        "--durations",
+        "5",
+        *[f"tests/{f}" for f in files],
+    ]
     # Its own session: agents or brokers a failing test leaves behind are killed with it.
-    proc = subprocess.Popen([ARM, *args], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [ARM, *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=1500)
     finally:
@@ -162,8 +219,10 @@ def step_tests(work: Path) -> list[str]:
             os.killpg(proc.pid, signal.SIGKILL)
     summary = [line for line in out.splitlines() if line.strip()]
     print("\n".join(summary[-8:]))
-    print(f"deselected (not runnable on a device, or slow): {len(deselected.read_text().splitlines())}, "
-          f"listed in {deselected.relative_to(REPO)}")  # fmt: skip
+    print(
+        f"deselected (not runnable on a device, or slow): {len(deselected.read_text().splitlines())}, "
+        f"listed in {deselected.relative_to(REPO)}"
+    )
     return [] if proc.returncode == 0 else [f"pytest under emulation exited {proc.returncode}:\n{out[-4000:]}"]
 
 
@@ -190,8 +249,22 @@ def step_bench(work: Path) -> list[str]:
     for label, photo in (("tiger cat", PHOTOS[0]), ("espresso", PHOTOS[1])):  # this model's top-1 answers
         (eval_dir / label).mkdir(parents=True, exist_ok=True)
         (eval_dir / label / photo.name).write_bytes(photo.read_bytes())
-    proc = run(ARM, "-m", "edge.cli", "bench", str(bundle), "--threads", "1,2", "--runs", "4", "--warmup", "1",
-               "--eval", str(eval_dir), "--json")  # fmt: skip
+    proc = run(
+        ARM,
+        "-m",
+        "edge.cli",
+        "bench",
+        str(bundle),
+        "--threads",
+        "1,2",
+        "--runs",
+        "4",
+        "--warmup",
+        "1",
+        "--eval",
+        str(eval_dir),
+        "--json",
+    )
     doc = json.loads(must(proc, "aarch64 bench"))
     problems: list[str] = []
     rows = doc.get("results", [])
@@ -199,8 +272,10 @@ def step_bench(work: Path) -> list[str]:
         problems.append(f"bench: expected rows for 1 and 2 threads, got {[r.get('threads') for r in rows]}")
     for r in rows:
         p50 = r.get("stages", {}).get("total", {}).get("p50")
-        print(f"bench {r.get('variant')} threads={r.get('threads')}: frame p50 {p50} ms (emulated), "
-              f"{r.get('fps')} fps, resize {r.get('resize')}, top-1 {r.get('top1')}")  # fmt: skip
+        print(
+            f"bench {r.get('variant')} threads={r.get('threads')}: frame p50 {p50} ms (emulated), "
+            f"{r.get('fps')} fps, resize {r.get('resize')}, top-1 {r.get('top1')}"
+        )
         if not (isinstance(p50, (int, float)) and p50 > 0) or r.get("top1") != 1.0:
             problems.append(f"bench: threads={r.get('threads')}: frame p50 {p50!r}, top-1 {r.get('top1')!r} (want 1.0)")
     if {r.get("resize") for r in rows} != {"c-neon"}:
@@ -225,7 +300,7 @@ def step_run(work: Path) -> list[str]:
             " read_labels(ref / 'imagenet_labels.txt'),"
             " PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3), name='imagenet-ref',"
             " version='1', backbone='mobilenet_v2', variant='int8')\n"
-        )  # fmt: skip
+        )
         must(run(X86, "-c", code, str(bundle), str(REF)), "writing the run bundle")
     video = run_dir / "shelf.avi"
     write_shelf_video(video, PHOTOS, [0, 1, 0, 1], frames_per_run=6)  # min_frames 4
@@ -235,8 +310,13 @@ def step_run(work: Path) -> list[str]:
         cfg = agent_config(run_dir, broker.port, bundle, f'kind = "video"\npath = "{video}"')
         log = run_dir / "agent.log"
         with open(log, "wb") as f:
-            agent = subprocess.Popen([ARM, "-m", "edge.cli", "-v", "run", "--config", str(cfg)], cwd=REPO,
-                                     env=env_for(ARM), stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+            agent = subprocess.Popen(
+                [ARM, "-m", "edge.cli", "-v", "run", "--config", str(cfg)],
+                cwd=REPO,
+                env=env_for(ARM),
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 rc = agent.wait(300)
             except subprocess.TimeoutExpired:
@@ -249,8 +329,10 @@ def step_run(work: Path) -> list[str]:
         labels = [s["label"] for s in sub.of("sighting")]
         print(f"run: agent exit {rc}, sightings {labels}, final counts {finals[-1]['counts'] if finals else None}")
         if not finals or finals[-1]["counts"] != {"Egyptian cat": 2, "espresso": 2}:
-            problems.append(f"run: final counts {finals[-1]['counts'] if finals else 'missing'}, "
-                            "expected {'Egyptian cat': 2, 'espresso': 2}")  # fmt: skip
+            problems.append(
+                f"run: final counts {finals[-1]['counts'] if finals else 'missing'}, "
+                "expected {'Egyptian cat': 2, 'espresso': 2}"
+            )
         if labels != ["Egyptian cat", "espresso", "Egyptian cat", "espresso"]:
             problems.append(f"run: sightings {labels}")
         sub.close()
@@ -259,8 +341,13 @@ def step_run(work: Path) -> list[str]:
     return problems
 
 
-STEPS = {"preprocess": step_preprocess, "classify": step_classify, "tests": step_tests, "bench": step_bench,
-         "run": step_run}  # fmt: skip
+STEPS = {
+    "preprocess": step_preprocess,
+    "classify": step_classify,
+    "tests": step_tests,
+    "bench": step_bench,
+    "run": step_run,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -50,16 +50,21 @@ def compare_classify(x86: dict[str, Any], arm: dict[str, Any], tolerance: float 
             continue
         for p, q in zip(x["top_k"], a["top_k"], strict=True):
             if abs(p["score"] - q["score"]) > tolerance:
-                problems.append(f"{name}: {p['label']!r} score x86 {p['score']:.6f}, aarch64 {q['score']:.6f} "
-                                f"(|diff| {abs(p['score'] - q['score']):.6f} > {tolerance:.6f})")  # fmt: skip
+                problems.append(
+                    f"{name}: {p['label']!r} score x86 {p['score']:.6f}, aarch64 {q['score']:.6f} "
+                    f"(|diff| {abs(p['score'] - q['score']):.6f} > {tolerance:.6f})"
+                )
     return problems
 
 
 def max_score_diff(x86: dict[str, Any], arm: dict[str, Any]) -> float:
     """The largest score difference over images and ranks (labels assumed equal)."""
-    diffs = [abs(p["score"] - q["score"])
-             for name, x in _by_image(x86).items() if name in _by_image(arm) and "top_k" in x
-             for p, q in zip(x["top_k"], _by_image(arm)[name].get("top_k", []), strict=False)]  # fmt: skip
+    diffs = [
+        abs(p["score"] - q["score"])
+        for name, x in _by_image(x86).items()
+        if name in _by_image(arm) and "top_k" in x
+        for p, q in zip(x["top_k"], _by_image(arm)[name].get("top_k", []), strict=False)
+    ]
     return max(diffs, default=0.0)
 
 

@@ -38,8 +38,9 @@ def dump(images: list[Path]) -> dict[str, np.ndarray]:
         for h, w in SIZES:
             for resize, fraction in RESIZES:
                 for interp in INTERPOLATIONS:
-                    spec = PreprocessSpec(height=h, width=w, resize=resize, crop_fraction=fraction,
-                                          interpolation=interp)  # fmt: skip
+                    spec = PreprocessSpec(
+                        height=h, width=w, resize=resize, crop_fraction=fraction, interpolation=interp
+                    )
                     pre = Preprocessor(spec)
                     for order in ("BGR", "RGB"):  # RGB: the model's order, no swap; BGR: swapped on the way
                         key = f"{i}:{path.name}:{h}x{w}:{resize}{fraction}:{interp}:{order}"
