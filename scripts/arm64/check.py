@@ -73,6 +73,7 @@ TEST_FILES = [
     "test_capture_stall.py",
     "test_logsetup.py",
     "test_config_example.py",
+    "test_rollout.py",
 ]
 # ARM64_TESTS=all adds the tests that start the agent CLI in subprocesses (each emulated start-up and model
 # load costs seconds; classify and run are compared / smoke-run by the steps above anyway). Note: test_agent's

@@ -23,8 +23,11 @@ NEEDS_HOST_CC = {"noop_delegate"}
 # Slow under emulation and covered by a sibling case; run with ARM64_TESTS=all.
 QUICK_SKIP = {
     "test_real_pixels_motion_and_counting_agree[3]": "a second seed of a 30 s emulated test (seed 0 runs)",
+    "test_rollout_from_an_https_url": "starts the agent in a subprocess (ARM64_TESTS=all runs it)",
+    "test_without_trusted_keys_rollouts_are_ignored": "starts the agent in a subprocess (ARM64_TESTS=all runs it)",
 }
 HOST_ONLY = {
+    "test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot": "builds a model with TensorFlow",
     "test_console_script_help_without_tensorflow": "runs the host venv's console script",
     "test_runtime_falls_back_to_tf_lite_when_litert_missing": "needs TensorFlow (tf.lite fallback)",
 }
