@@ -255,23 +255,27 @@ class Rollout:
         try:
             context = ssl.create_default_context(cafile=str(self.cfg.ca) if self.cfg.ca else None)
             with urllib.request.urlopen(want.url, timeout=60, context=context) as resp:  # https only (Desired.parse)
-                data = resp.read(limit + 1)
+                self.queue_archive(f"url:{want.url}", resp.read(limit + 1))
         except OSError as exc:
-            data = f"download failed: {exc}".encode()[:300]
-        self.queue_archive(f"url:{want.url}", data)
+            self.queue_archive(f"url-failed:{want.url}", f"download failed: {exc}".encode()[:300])
 
     def on_archive(self, topic: str, payload: bytes) -> None:
-        want = next((d for d in self.pending.values() if topic in (d.topic, f"url:{d.url}")), None)
+        failed = topic.startswith("url-failed:")
+        want = next(
+            (d for d in self.pending.values() if topic in (d.topic, f"url:{d.url}", f"url-failed:{d.url}")), None
+        )
         if want is None or not payload:
             return
         if want.topic:
             self.link.unsubscribe(want.topic)
         del self.pending[want.role]
         self.state = "idle"
+        if failed:  # the network, not the bundle: not remembered, tried again at the next desired model or start
+            self._message(Step.REFUSED, want.role, want.name, want.version, payload.decode("utf-8", "replace"))
+            return
         sha = sha256_hex(payload)
         if sha != want.sha256:
-            detail = payload.decode("utf-8", "replace") if payload.startswith(b"download failed") else ""
-            self._reject(want, detail or f"archive sha256 mismatch: got {sha[:16]}..., expected {want.sha256[:16]}...")
+            self._reject(want, f"archive sha256 mismatch: got {sha[:16]}..., expected {want.sha256[:16]}...")
             return
         self._message(Step.DOWNLOADED, want.role, want.name, want.version, bytes=len(payload))
         dest = self.dir / want.key

@@ -310,6 +310,15 @@ def test_rollout_from_an_https_url(tmp_path, broker, reference, video):
         publish(broker.port, v3, "--device", "robot-1", "--url", f"{base}/evil.tar.gz")
         assert sub.wait_for(lambda s: "refused" in steps(s, "3"), 30), log.read_text()[-3000:]
         assert "sha256 mismatch" in reason(sub, "3")
+        # a download that fails (not there yet) is the network's fault, not the bundle's: tried again
+        v4 = release(reference, tmp_path, "4", key)
+        late = ["--device", "robot-1", "--url", f"{base}/v4.tar.gz", "--archive", str(tmp_path / "v4.tar.gz")]
+        publish(broker.port, v4, *late)
+        assert sub.wait_for(lambda s: "refused" in steps(s, "4"), 30), log.read_text()[-3000:]
+        assert "download failed" in reason(sub, "4")
+        shutil.copy(tmp_path / "v4.tar.gz", site / "v4.tar.gz")
+        publish(broker.port, v4, *late)
+        assert sub.wait_for(lambda s: "active" in steps(s, "4"), 60), log.read_text()[-3000:]
     finally:
         server.shutdown()
         stop_agent(agent, log)
