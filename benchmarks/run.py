@@ -10,6 +10,7 @@ BENCHMARKS = [
     "benchmarks.runtime_overhead",
     "benchmarks.trainer_bench",
     "benchmarks.converter_bench",
+    "benchmarks.grocery_bench",
     "benchmarks.agent_bench",
     "benchmarks.detector_bench",
     "benchmarks.facing_bench",  # needs the detector that detector_bench leaves in runs/
