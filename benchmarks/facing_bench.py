@@ -46,7 +46,7 @@ def ensure_classifier() -> Path:
     if (CLASSIFIER / "manifest.json").is_file():
         return CLASSIFIER
     run = REPO / "runs" / "freiburg-mnv2-camft"
-    recipe = "--augment-views 4 --augment-camera --fine-tune-epochs 6 --fine-tune-lr 1e-4 --batch-size 64"
+    recipe = "--augment-views 4 --augment-camera --fine-tune-epochs 6 --batch-size 64"
     train = ["trainer.cli", str(FREIBURG), "--out", str(run), "--weights", str(WEIGHTS)]
     train += f"--backbone mobilenet_v2 {recipe} --test-pct {TEST_PCT}".split()
     convert = ["converter.cli", str(run), "--out", str(CLASSIFIER.parent), "--name", CLASSIFIER.name[: -len("-int8")]]
