@@ -117,6 +117,7 @@ class Canary:
     baseline_fps: float
     baseline_confidence: float | None
     confidences: list[float]
+    frames: int = 0  # processed since the swap: the canary's own frame rate (the agent's is a 10 s window)
 
 
 def judge(
@@ -324,7 +325,9 @@ class Rollout:
         )
 
     def observe(self, confidence: float | None) -> None:
-        """One processed frame's top-1 confidence (None: nothing classified in it)."""
+        """Called for every processed frame with its top-1 confidence (None: nothing classified in it)."""
+        if self.canary is not None:
+            self.canary.frames += 1
         if confidence is None:
             return
         if self.canary is not None:
@@ -337,15 +340,16 @@ class Rollout:
         c = self.canary
         if c is None or time.monotonic() - c.started < self.cfg.canary_s:
             return
-        if len(c.confidences) < self.cfg.canary_min_frames and time.monotonic() - c.started < 10 * self.cfg.canary_s:
+        elapsed = time.monotonic() - c.started
+        if c.frames < self.cfg.canary_min_frames and elapsed < 10 * self.cfg.canary_s:
             return  # too few frames to judge (the camera was idle): wait, but not forever
-        fps = self.fps()
+        fps = c.frames / elapsed
         reason = judge(self.cfg, c.baseline_fps, fps, c.baseline_confidence, c.confidences)
         role, want = c.desired.role, c.desired
         self.canary = None
         (self.dir / "canary.json").unlink(missing_ok=True)
         mean = round(sum(c.confidences) / len(c.confidences), 4) if c.confidences else None
-        figures: dict[str, Any] = {"fps": round(fps, 2), "confidence": mean, "frames": len(c.confidences)}
+        figures: dict[str, Any] = {"fps": round(fps, 2), "confidence": mean, "frames": c.frames}
         if reason is None:
             self._point_current(role, self.bundles.paths[role])
             self.confidences.clear()

@@ -323,3 +323,38 @@ def test_rollout_from_an_https_url(tmp_path, broker, reference, video):
         server.shutdown()
         stop_agent(agent, log)
         sub.close()
+
+
+def test_a_slow_model_is_rolled_back_by_its_frame_rate(tmp_path, broker, reference, video):
+    from tests.tiny_models import build_slow_model
+
+    key, pub = generate_key(tmp_path / "fleet.pem")
+    v1 = release(reference, tmp_path, "1", key)
+    slow = tmp_path / "slow-2"
+    write_bundle(
+        slow,
+        build_slow_model(tmp_path / "slow.tflite"),
+        ["a", "b", "c"],
+        PreprocessSpec(height=448, width=448),
+        name="imagenet-ref",
+        version="2",
+        backbone="tiny",
+        variant="fp32",
+    )
+    sign_bundle(slow, key)
+    rollout = {"canary_s": 3.0, "canary_min_frames": 3, "fps_share": 0.5}
+    cfg = agent_config(tmp_path, broker.port, v1, looping(video), model={"trusted_keys": [str(pub)]}, rollout=rollout)
+    sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
+    log = tmp_path / "agent.log"
+    agent = start_agent(cfg, log)
+    try:
+        assert sub.wait_for(lambda s: len(s.of("sighting")) >= 2, 60), log.read_text()[-2000:]
+        publish(broker.port, slow, "--device", "robot-1")
+        assert sub.wait_for(lambda s: "rolled_back" in steps(s, "2"), 60), log.read_text()[-3000:]
+        back = next(d for d in sub.of("model") if d["step"] == "rolled_back")
+        canary = next(d for d in sub.of("model") if d["step"] == "canary")
+        assert "frame rate" in back["reason"] and back["fps"] < 0.5 * canary["baseline_fps"], (back, canary)
+        assert sub.wait_for(lambda s: running(s) == "1", 10)
+    finally:
+        stop_agent(agent, log)
+        sub.close()

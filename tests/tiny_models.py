@@ -73,3 +73,18 @@ def build_uniform_model(out: Path, classes: int = 10) -> Path:
     outputs = keras.layers.Dense(classes, activation="softmax", kernel_initializer="zeros")(x)
     out.write_bytes(_convert(keras.Model(inputs, outputs), None))
     return out
+
+
+def build_slow_model(out: Path, size: int = 448) -> Path:
+    """A classifier that is deliberately slow: three wide convolutions at ``size`` x ``size`` (tens of GFLOPs a
+    frame), for the rollout's canary frame-rate rule."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3))
+    x = inputs
+    for _ in range(3):
+        x = keras.layers.Conv2D(48, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out.write_bytes(_convert(keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(x)), None))
+    return out

@@ -28,6 +28,7 @@ QUICK_SKIP = {
 }
 HOST_ONLY = {
     "test_rollout_to_two_agents_refusals_canary_rollback_and_an_offline_robot": "builds a model with TensorFlow",
+    "test_a_slow_model_is_rolled_back_by_its_frame_rate": "builds a model with TensorFlow",
     "test_console_script_help_without_tensorflow": "runs the host venv's console script",
     "test_runtime_falls_back_to_tf_lite_when_litert_missing": "needs TensorFlow (tf.lite fallback)",
 }
