@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.config import EvidenceConfig
+from edge.config_fleet import EvidenceConfig
 from edge.shelf_events import UNKNOWN
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import LiveConfig
+from edge.config_fleet import LiveConfig
 from edge.errors import ShelfscanError
 from edge.live_frame_image import draw, to_jpeg
 from edge.live_state import LiveState

@@ -33,7 +33,7 @@ from typing import Any
 from edge.bundle import load_bundle
 from edge.bundle_archive import sha256_hex, unpack_bundle
 from edge.compat import StrEnum
-from edge.config import RolloutConfig
+from edge.config_fleet import RolloutConfig
 from edge.errors import ShelfscanError
 
 log = logging.getLogger(__name__)

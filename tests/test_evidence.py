@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.config import EvidenceConfig
+from edge.config_fleet import EvidenceConfig
 from edge.evidence import CropKeeper, Evidence, EvidenceRing, encode_jpeg
 from tests.storage import fill, remount, small_tmpfs
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from edge.config import LiveConfig
+from edge.config_fleet import LiveConfig
 from edge.errors import ShelfscanError
 from edge.live_frame_image import UNKNOWN_COLOUR, draw
 from edge.live_page import FrameEncoder, LivePage, check_exposure, is_loopback

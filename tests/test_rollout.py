@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from converter.cli import main as convert
 from edge.bundle import write_bundle
 from edge.bundle_archive import pack_bundle, sha256_hex, unpack_bundle
-from edge.config import RolloutConfig
+from edge.config_fleet import RolloutConfig
 from edge.errors import BundleError
 from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
