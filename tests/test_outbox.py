@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from edge.outbox import Outbox
@@ -168,3 +170,20 @@ def test_memory_queue_is_bounded_and_counts_what_it_drops(tmp_path, caplog):
     assert box.storage()["state"] == "degraded" and "not writable" in str(box.storage()["detail"])
     box.ack(6)
     assert box.pending(after_id=0, limit=2)[0].id == 7
+
+
+def test_garbage_over_the_file_while_running_loses_nothing(tmp_path):
+    """A failing card overwrites the outbox file while the agent runs: writes go on (the write-ahead log), nothing
+    raises, and the next start finds every row and the seq where they were."""
+    path = tmp_path / "o.sqlite"
+    box = Outbox(path)
+    assert [box.add("t", payload, 1, False) for _ in range(3)] == [1, 2, 3]
+    size = path.stat().st_size
+    path.write_bytes(b"not a database" + os.urandom(max(size, 4096)))
+    assert [box.add("t", payload, 1, False) for _ in range(3)] == [4, 5, 6]
+    assert box.storage()["state"] == "ok" and [m.id for m in box.pending()] == [1, 2, 3, 4, 5, 6]
+    box.close()
+    again = Outbox(path)
+    assert [m.id for m in again.pending()] == [1, 2, 3, 4, 5, 6] and again.last_seq() == 6
+    assert again.add("t", payload, 1, False) == 7
+    again.close()
