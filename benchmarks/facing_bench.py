@@ -67,7 +67,9 @@ def match_facings(truth: dict[str, Any], facings: list[dict[str, Any]]) -> dict[
 
     true = [(f, r["row"]) for r in truth["rows"] for f in r["facings"]]
     true_boxes = np.array([f["box"] for f, _ in true], np.float32).reshape(-1, 4)
-    placed = np.array([to_canvas(truth, f["frame_index"], f["box"]) for f in facings], np.float32).reshape(-1, 4)
+    # each box in the frame it is from (box_frame_index; older agents: the frame it counted in)
+    placed = [to_canvas(truth, f.get("box_frame_index", f["frame_index"]), f["box"]) for f in facings]
+    placed = np.array(placed, np.float32).reshape(-1, 4)
     iou = box_iou(placed, true_boxes) if len(placed) and len(true_boxes) else np.zeros((len(placed), len(true)))
     hits: dict[int, list[int]] = {}
     false = 0

@@ -28,7 +28,7 @@ def match_gaps(truth: dict[str, Any], gaps: list[dict[str, Any]], facings: list[
     A reported gap is false when its neighbours are unknown, it matches no true gap, or it
     matches one already found (reported twice).
     """
-    placed = {f["track_id"]: to_canvas(truth, f["frame_index"], f["box"]) for f in facings}
+    placed = {f["track_id"]: to_canvas(truth, f.get("box_frame_index", f["frame_index"]), f["box"]) for f in facings}
     true = [g["box"] for row in truth["rows"] for g in row["gaps"]]
     found: set[int] = set()
     false = 0

@@ -59,6 +59,7 @@ class _Track:
     widths: deque[float] = field(default_factory=lambda: deque(maxlen=8))
     best_world: np.ndarray | None = None  # the world box seen nearest the counting line, preferably not cut
     best_box: np.ndarray | None = None
+    best_frame: int = -1  # the frame best_box is from
     best_d: float = float("inf")
 
     @property
@@ -79,6 +80,7 @@ class _Placed:
     t: float
     pose: dict[str, Any] | None
     how: str
+    box_frame: int
     event: FacingCounted | None = None
 
     @property
@@ -408,7 +410,7 @@ class FacingCounter:
         if box[0] <= 1.0 or box[2] >= self.frame_width - 1.0:
             d += self.frame_width  # cut by the frame's border: any whole view is better
         if d <= track.best_d:
-            track.best_world, track.best_box, track.best_d = world_box, box, d
+            track.best_world, track.best_box, track.best_d, track.best_frame = world_box, box, d, frame_index
         track.hits += 1
         track.widths.append(float(world_box[2] - world_box[0]))
         row = self._rows[track.row]
@@ -451,6 +453,7 @@ class FacingCounter:
         row = self._rows[track.row]
         world_box = to_box(track.world_box if track.best_world is None else track.best_world)
         box = to_box(track.box if track.best_box is None else track.best_box)
+        box_frame = track.last_frame if track.best_box is None else track.best_frame
         if row.placed:
             ious = box_iou(np.array([world_box], np.float32), np.array([p.world_box for p in row.placed], np.float32))
             k = int(ious.argmax())
@@ -459,7 +462,7 @@ class FacingCounter:
                 row.placed[k].tracks.append(track)  # its crops still vote, while the label is open
                 return
         frame_index, t, pose = self._last
-        placed = _Placed([track], row.id, world_box, box, frame_index, t, pose, how)
+        placed = _Placed([track], row.id, world_box, box, frame_index, t, pose, how, box_frame)
         k = bisect.bisect(row.centres, placed.cx)
         row.centres.insert(k, placed.cx)
         row.placed.insert(k, placed)
@@ -505,6 +508,7 @@ class FacingCounter:
                     placed.t,
                     placed.pose,
                     placed.how,
+                    placed.box_frame,
                 )
                 self._unsettled.remove(placed)
                 self._facings.append(placed.event)

@@ -31,8 +31,9 @@ def plain_value(value: Any) -> Any:
 class FacingCounted:
     """One physical facing, counted once. ``how``: ``line`` (the counting line passed it), ``edge``
     (behind the line without being passed: in view when the scan started or the robot reversed),
-    ``end`` (still ahead of the line when the scan ended). Box, frame, time and pose are those of
-    the moment it counted; the label was settled later (``settle_votes``)."""
+    ``end`` (still ahead of the line when the scan ended). Frame, time and pose are those of the
+    moment it counted; ``box`` is its best view (nearest the counting line, preferably not cut by the
+    frame border), in frame ``box_frame_index``; the label was settled later (``settle_votes``)."""
 
     track_id: int
     label: str  # the vote's winner, or "unknown"
@@ -45,6 +46,7 @@ class FacingCounted:
     t: float
     pose: dict[str, Any] | None = None
     how: str = "line"
+    box_frame_index: int = -1  # the frame ``box`` is from
     kind: ClassVar[str] = "facing"
 
     def to_dict(self) -> dict[str, Any]:

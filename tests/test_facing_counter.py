@@ -241,6 +241,20 @@ def test_shelfmap_orders_facings_and_gaps_with_metres(shelf):
     json.dumps(doc)
 
 
+def test_a_facings_box_is_found_in_the_frame_it_names(shelf):
+    """``box`` is the facing's best view, which need not be the frame it counted in: ``box_frame_index`` names
+    the frame it is from, so box + that frame's camera offset is its world box."""
+    frames = list(stream(shelf, pan(-100, 900, 24), seed=13))
+    _, events = run(frames)
+    facings = [e for e in events if isinstance(e, FacingCounted)]
+    assert facings and all(0 <= f.box_frame_index <= f.frame_index for f in facings if f.how == "line")
+    for f in facings:
+        shown = frames[f.box_frame_index]
+        assert f.box in [tuple(round(float(v), 2) for v in b) for b in shown.detections.xyxy], f
+        offset = shown.offset
+        assert abs(f.world_box[0] - (f.box[0] + offset[0])) < 0.05, (f, offset)
+
+
 def test_events_serialize(shelf):
     _, events = run(stream(shelf, pan(-100, 900, 24), seed=13), pose=True)
     docs = [json.loads(json.dumps(e.to_dict())) for e in events]
@@ -258,6 +272,7 @@ def test_events_serialize(shelf):
         "t",
         "pose",
         "how",
+        "box_frame_index",
     }
     assert len(facing["box"]) == 4 and facing["label"] in NAMES.values()
     assert set(gap) >= {
