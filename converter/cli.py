@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -118,9 +119,14 @@ def convert(args: argparse.Namespace) -> int:
     for v in variants:
         flatbuffer, seconds = export(v, run.model, data, args.io)
         dest = out / f"{name}-{v.name}"
-        trainer_val = {k: run.metrics.get("val", {}).get(k) for k in ("top1", "top5", "ap50", "ap50_95")}
-        prov = {"source_model_sha256": run.model_sha256, "training": training, "metrics": {"trainer_val": trainer_val}}
-        write_bundle(
+        trained = {
+            f"trainer_{split}": {k: run.metrics[split].get(k) for k in ("top1", "top5", "ap50", "ap50_95")}
+            for split in ("val", "test")
+            if split in run.metrics
+        }
+        prov = {"source_model_sha256": run.model_sha256, "training": training, "metrics": trained}
+        write = functools.partial(
+            write_bundle,
             dest,
             flatbuffer,
             run.labels,
@@ -129,29 +135,17 @@ def convert(args: argparse.Namespace) -> int:
             version=args.version,
             backbone=run.backbone,
             variant=v.name,
-            provenance=prov,
             overwrite=True,
             **task_fields,
         )
+        write(provenance=prov)  # the edge runtime evaluates the bundle as written
         if detector:
             evaluation = detect.evaluate_detector_variant(dest, eval_set, args.bench_runs)
         else:
             evaluation = evaluate_variant(dest, evals.items if evals else None, keras_top1, args.bench_runs)
         rows[v.name] = {"export_s": round(seconds, 1), **evaluation}
         prov["metrics"] |= {"edge_eval": rows[v.name], "keras_eval": keras}
-        write_bundle(
-            dest,
-            flatbuffer,
-            run.labels,
-            run.spec,
-            name=name,
-            version=args.version,
-            backbone=run.backbone,
-            variant=v.name,
-            provenance=prov,
-            overwrite=True,
-            **task_fields,
-        )
+        write(provenance=prov)  # again, with its evaluation in the provenance
         if args.sign_key:
             log.info("signed %s with key %s", dest, sign_bundle(dest, args.sign_key))
     metric = "AP50" if detector else "top-1"
