@@ -21,7 +21,7 @@ from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
-from edge.interpreter import Backend, default_threads, load_backend, make_interpreter
+from edge.interpreter import Backend, default_threads, load_backend, make_interpreter, runtime_description
 from edge.manifest import DetectionSpec, format_validation_error
 from edge.preprocess import Preprocessor, read_image
 from edge.runtime import describe_model
@@ -85,22 +85,14 @@ class Detector:
         self._maps: dict[tuple[int, int], FrameMap] = {}  # per frame size
         self.delegate: DelegateSummary = delegate_summary(interpreter)
         self.external_delegate = external_delegate
+        m = bundle.manifest
         log.info(
-            "detector %s %s (%s, %s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
-            bundle.manifest.name,
-            bundle.manifest.version,
-            bundle.manifest.variant,
+            "detector %s %s (%s, %s): %s",
+            m.name,
+            m.version,
+            m.variant,
             io.format,
-            backend.name,
-            backend.version,
-            threads,
-            external_delegate.name if external_delegate else "XNNPACK",
-            "applied" if self.delegate.applied else "not applied",
-            self.delegate.delegated_ops,
-            self.delegate.total_ops,
-            io.input.dtype,
-            self.preprocessor.mode,
-            self.preprocessor.resize_kernel,
+            runtime_description(backend, threads, self.delegate, external_delegate, io.input.dtype, self.preprocessor),
         )
 
     @classmethod

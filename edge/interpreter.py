@@ -96,6 +96,19 @@ def load_backend(preferred: str | None = None) -> Backend:
     )
 
 
+def runtime_description(
+    backend: Backend, threads: int, delegate: Any, external: Any, input_dtype: str, preprocessor: Any
+) -> str:
+    """How a model runs, for the line a classifier or detector logs when it loads: runtime, threads, which
+    delegate and how many of its ops it took, input type, preprocessing and resize kernel."""
+    return (
+        f"runtime {backend.name} {backend.version}, {threads} threads, "
+        f"{external.name if external else 'XNNPACK'} {'applied' if delegate.applied else 'not applied'} "
+        f"({delegate.delegated_ops} of {delegate.total_ops} ops), input {input_dtype} via {preprocessor.mode}, "
+        f"resize {preprocessor.resize_kernel}"
+    )
+
+
 def default_threads() -> int:
     """All cores up to four: beyond that TFLite CPU kernels rarely scale on edge boards."""
     return max(1, min(4, os.cpu_count() or 1))

@@ -33,6 +33,7 @@ from edge.interpreter import inspect_model as inspect_model
 from edge.interpreter import load_backend as load_backend
 from edge.interpreter import make_interpreter as make_interpreter
 from edge.interpreter import report_native_fallbacks as report_native_fallbacks
+from edge.interpreter import runtime_description
 from edge.preprocess import Preprocessor, read_image
 
 if TYPE_CHECKING:
@@ -98,21 +99,13 @@ class Classifier:
         self._out_q = (io.output.scale, io.output.zero_point) if io.output.quantized else (0.0, 0)
         self.delegate: DelegateSummary = delegate_summary(interpreter)
         self.external_delegate = external_delegate
+        m = bundle.manifest
         log.info(
-            "model %s %s (%s): runtime %s %s, %d threads, %s %s (%d of %d ops), input %s via %s, resize %s",
-            bundle.manifest.name,
-            bundle.manifest.version,
-            bundle.manifest.variant,
-            backend.name,
-            backend.version,
-            threads,
-            external_delegate.name if external_delegate else "XNNPACK",
-            "applied" if self.delegate.applied else "not applied",
-            self.delegate.delegated_ops,
-            self.delegate.total_ops,
-            io.input.dtype,
-            self.preprocessor.mode,
-            self.preprocessor.resize_kernel,
+            "model %s %s (%s): %s",
+            m.name,
+            m.version,
+            m.variant,
+            runtime_description(backend, threads, self.delegate, external_delegate, io.input.dtype, self.preprocessor),
         )
 
     @classmethod
