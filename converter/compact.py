@@ -40,11 +40,11 @@ def _sharing_builder(size: int) -> Any:
                     self.shared[key] = super().CreateNumpyVector(x)
                 return self.shared[key]
             if x.dtype == np.uint8:
-                payload = x.tobytes()
-                self.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
-                self.head = self.head - len(payload)
-                self.Bytes[self.head : self.head + len(payload)] = payload
-                return self.EndVector()
+                # Prep pads so that the payload written next starts 16-aligned; CreateByteVector's own
+                # 4-byte Prep then adds nothing. Both are the Builder's public API (Prep is what
+                # generated code calls for structs), so no builder internals are touched here.
+                self.Prep(_BUFFER_ALIGNMENT, x.size)
+                return self.CreateByteVector(x.tobytes())
             return super().CreateNumpyVector(x)
 
     return SharingBuilder(size)

@@ -17,16 +17,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_INT8 = 9  # TensorType.INT8 in the TFLite schema
-
 
 def _requantize_conv(model: Any, graph: Any, op: Any) -> bool:
+    from tensorflow.lite.python.schema_py_generated import TensorType
+
     if op.inputs is None or len(op.inputs) < 3 or op.inputs[2] < 0:
         return False
     inp, weight, bias = (int(i) for i in op.inputs[:3])
     w = graph.tensors[weight]
     constant = model.buffers[w.buffer].data is not None and model.buffers[graph.tensors[bias].buffer].data is not None
-    if w.type != _INT8 or not constant:
+    if w.type != TensorType.INT8 or not constant:
         return False
     if w.shape is None or len(w.shape) != 4 or w.shape[1] != 1 or w.shape[2] != 1:
         return False

@@ -259,3 +259,14 @@ def test_compaction_shares_zero_points_and_keeps_the_numbers(trained):
         outputs.append(np.concatenate(batch))
     assert names[0] == names[1] and names[0][0]
     np.testing.assert_array_equal(outputs[0], outputs[1])
+    # every weight buffer starts on a 16-byte boundary, as the converter wrote it (mmap, SIMD loads)
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model_fb = schema.Model.GetRootAsModel(compact, 0)
+    starts = []
+    for i in range(model_fb.BuffersLength()):
+        table = model_fb.Buffers(i)._tab
+        field = table.Offset(4)  # Buffer.data
+        if field and table.VectorLen(field):
+            starts.append(table.Vector(field))
+    assert len(starts) > 10 and all(start % 16 == 0 for start in starts), [s % 16 for s in starts]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace as Ns
 
 import numpy as np
+from tensorflow.lite.python.schema_py_generated import TensorType
 
-from converter.requantize import _INT8, _requantize_conv
+from converter.requantize import _requantize_conv
 
 
-def _tensor(buffer: int, shape: list[int], scale: list[float], type_: int = _INT8) -> Ns:
+def _tensor(buffer: int, shape: list[int], scale: list[float], type_: int = TensorType.INT8) -> Ns:
     q = Ns(scale=np.array(scale, np.float32), zeroPoint=np.zeros(len(scale), np.int64), quantizedDimension=0)
     return Ns(buffer=buffer, shape=np.array(shape), type=type_, quantization=q)
 
@@ -32,7 +33,7 @@ def test_pointwise_weights_and_biases_keep_their_real_values():
         tensors=[
             _tensor(0, [1, 8, 8, in_ch], [in_scale]),
             _tensor(1, [out_ch, 1, 1, in_ch], list(w_scales)),
-            _tensor(2, [out_ch], list(in_scale * w_scales), type_=2),
+            _tensor(2, [out_ch], list(in_scale * w_scales), type_=TensorType.INT32),
         ]
     )
     model = Ns(buffers=buffers)
@@ -55,7 +56,7 @@ def test_depthwise_and_per_tensor_weights_are_left_alone():
         tensors=[
             _tensor(0, [1, 8, 8, 4], [0.1]),
             _tensor(1, [1, 3, 3, 4], [0.1, 0.2, 0.3, 0.4]),
-            _tensor(2, [4], [0.01] * 4, type_=2),
+            _tensor(2, [4], [0.01] * 4, type_=TensorType.INT32),
         ]
     )
     model = Ns(buffers=[Ns(data=None), Ns(data=np.zeros(36, np.uint8)), Ns(data=np.zeros(16, np.uint8))])
