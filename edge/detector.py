@@ -10,21 +10,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import ValidationError
 
-from edge.adapters import DelegateSummary, delegate_summary, describe_detector_io
-from edge.bundle import Bundle, check_model_io, load_bundle, open_bare_detector, require_task
+from edge.adapters import DetectorIO, describe_detector_io
+from edge.bound_model import BoundModel
+from edge.bundle import Bundle, check_model_io, open_bare_detector, require_task
 from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
-from edge.interpreter import Backend, default_threads, load_backend, make_interpreter, runtime_description
-from edge.manifest import DetectionSpec, format_validation_error
-from edge.preprocess import Preprocessor, read_image
-from edge.runtime import describe_model
+from edge.interpreter import Backend, default_threads, load_backend
+from edge.manifest import DetectionSpec, Task, format_validation_error
+from edge.preprocess import read_image
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -43,12 +43,15 @@ def detection_settings(spec: DetectionSpec, **overrides: float | int | None) -> 
         raise ShelfscanError(format_validation_error(exc, "detection")) from None
 
 
-class Detector:
+class Detector(BoundModel[DetectorIO]):
     """A validated detect bundle bound to an interpreter; turns images into boxes in frame pixels.
 
     ``score_threshold``, ``nms_iou`` and ``max_detections`` start from the manifest and may be
     overridden when opening. Not thread-safe: one detector per inference thread.
     """
+
+    task: ClassVar[Task] = "detect"
+    noun = "detector"
 
     def __init__(
         self,
@@ -62,7 +65,7 @@ class Detector:
         max_detections: int | None = None,
         external_delegate: DelegateSpec | None = None,
     ) -> None:
-        require_task(bundle, "detect")
+        require_task(bundle, self.task)
         try:
             io = describe_detector_io(interpreter)
         except ValueError as exc:
@@ -72,28 +75,11 @@ class Detector:
         self.settings = detection_settings(
             bundle.manifest.detection, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
         )
-        self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
-        self.labels = bundle.labels
-        self.io = io
+        self.bind(bundle, interpreter, backend, threads, io, external_delegate, f", {io.format}")
         self.format, self.stride = io.format, io.stride
-        # arg-type: TensorInfo.dtype is the model's dtype name (str); nothing rejects float16/int16 inputs before
-        # this, so narrowing to InputDType here would change behaviour.
-        self.preprocessor = Preprocessor(bundle.spec, io.input.dtype, io.input.scale, io.input.zero_point)  # type: ignore[arg-type]
-        self._in = io.input.index
         self._out = {role: info.index for role, info in io.outputs.items()}
         self._quant = {role: (o.scale, o.zero_point) if o.quantized else (0.0, 0) for role, o in io.outputs.items()}
         self._maps: dict[tuple[int, int], FrameMap] = {}  # per frame size
-        self.delegate: DelegateSummary = delegate_summary(interpreter)
-        self.external_delegate = external_delegate
-        m = bundle.manifest
-        log.info(
-            "detector %s %s (%s, %s): %s",
-            m.name,
-            m.version,
-            m.variant,
-            io.format,
-            runtime_description(backend, threads, self.delegate, external_delegate, io.input.dtype, self.preprocessor),
-        )
 
     @classmethod
     def from_bundle(
@@ -109,13 +95,7 @@ class Detector:
         ``settings``: ``score_threshold``, ``nms_iou``, ``max_detections`` overriding the manifest's;
         ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
         """
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, trusted_keys)
-        require_task(bundle, "detect")  # before the interpreter: the error names the bundle, not its tensors
-        threads = threads or default_threads()
-        backend = load_backend()
-        interpreter = make_interpreter(bundle.model_path, threads, backend, delegate)
-        return cls(bundle, interpreter, backend, threads, external_delegate=delegate, **settings)
+        return cls(*cls.open_bundle(bundle, threads, trusted_keys, delegate), external_delegate=delegate, **settings)
 
     @classmethod
     def from_file(
@@ -152,11 +132,6 @@ class Detector:
         return det
 
     # -- inference --------------------------------------------------------------------------
-    def run_model(self) -> None:
-        """Hand the preprocessor's buffer to the interpreter and invoke it (no output read)."""
-        self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
-        self.interpreter.invoke()
-
     def frame_map(self, frame_height: int, frame_width: int) -> FrameMap:
         """Input-to-frame coordinate map for this frame size (cached: a camera has one size)."""
         key = (frame_height, frame_width)
@@ -216,7 +191,7 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """Model and runtime facts for logs, ``--json`` output and benchmark reports (as ``Classifier``'s)."""
-        return describe_model(self) | {
+        return super().describe() | {
             "task": "detect",
             "detection": self.settings.model_dump(exclude={"outputs"}),
             "labels": self.labels,

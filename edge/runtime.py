@@ -10,19 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from edge.adapters import (
-    DelegateSummary,
-    delegate_summary,
-    dequantize,
-    describe_io,
-    softmax,
-    top_k,
-)
-from edge.bundle import Bundle, check_model_io, load_bundle, open_bare, require_task
+from edge.adapters import ModelIO, dequantize, describe_io, softmax, top_k
+from edge.bound_model import BoundModel
+from edge.bundle import Bundle, check_model_io, open_bare, require_task
 from edge.delegates import DelegateSpec
 from edge.interpreter import BACKENDS as BACKENDS
 from edge.interpreter import NATIVE_FALLBACKS as NATIVE_FALLBACKS
@@ -33,35 +27,13 @@ from edge.interpreter import inspect_model as inspect_model
 from edge.interpreter import load_backend as load_backend
 from edge.interpreter import make_interpreter as make_interpreter
 from edge.interpreter import report_native_fallbacks as report_native_fallbacks
-from edge.interpreter import runtime_description
+from edge.manifest import Task
 from edge.preprocess import Preprocessor, read_image
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
-
-
-def describe_model(model: Any) -> dict[str, Any]:
-    """What a ``Classifier`` or ``Detector`` says about itself: model, runtime, delegate, input, preprocessing."""
-    m = model.bundle.manifest
-    return {
-        "model": model.bundle.model_id | {"variant": m.variant, "backbone": m.backbone},
-        "runtime": {"package": model.backend.name, "version": model.backend.version, "threads": model.threads},
-        "delegate": {
-            "xnnpack_applied": model.delegate.applied,
-            "delegated_ops": model.delegate.delegated_ops,
-            "total_ops": model.delegate.total_ops,
-            "external": model.external_delegate.describe() if model.external_delegate else None,
-        },
-        "input": {
-            "dtype": model.io.input.dtype,
-            "shape": list(model.io.input.shape),
-            "path": model.preprocessor.mode,
-            "resize": model.preprocessor.resize_kernel,
-        },
-        "preprocessing": m.preprocessing.model_dump(),
-    }
 
 
 class Prediction(NamedTuple):
@@ -71,11 +43,14 @@ class Prediction(NamedTuple):
     score: float
 
 
-class Classifier:
-    """A validated bundle bound to an interpreter; turns images into scored labels.
+class Classifier(BoundModel[ModelIO]):
+    """A validated classify bundle bound to an interpreter; turns images into scored labels.
 
     Not thread-safe: one classifier per inference thread (interpreters are not re-entrant).
     """
+
+    task: ClassVar[Task] = "classify"
+    noun = "model"
 
     def __init__(
         self,
@@ -85,28 +60,13 @@ class Classifier:
         threads: int,
         external_delegate: DelegateSpec | None = None,
     ) -> None:
-        require_task(bundle, "classify")
+        require_task(bundle, self.task)
         io = describe_io(interpreter)
         check_model_io(bundle, io)
-        self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
-        self.labels = bundle.labels
-        self.io = io
+        self.bind(bundle, interpreter, backend, threads, io, external_delegate)
         self.output_kind = io.output_kind
-        # arg-type: TensorInfo.dtype is the model's dtype name (str); nothing rejects float16/int16 inputs before
-        # this, so narrowing to InputDType here would change behaviour.
-        self.preprocessor = Preprocessor(bundle.spec, io.input.dtype, io.input.scale, io.input.zero_point)  # type: ignore[arg-type]
-        self._in, self._out = io.input.index, io.output.index
+        self._out = io.output.index
         self._out_q = (io.output.scale, io.output.zero_point) if io.output.quantized else (0.0, 0)
-        self.delegate: DelegateSummary = delegate_summary(interpreter)
-        self.external_delegate = external_delegate
-        m = bundle.manifest
-        log.info(
-            "model %s %s (%s): %s",
-            m.name,
-            m.version,
-            m.variant,
-            runtime_description(backend, threads, self.delegate, external_delegate, io.input.dtype, self.preprocessor),
-        )
 
     @classmethod
     def from_bundle(
@@ -120,12 +80,7 @@ class Classifier:
 
         ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
         """
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, trusted_keys)
-        threads = threads or default_threads()
-        backend = load_backend()
-        interpreter = make_interpreter(bundle.model_path, threads, backend, delegate)
-        return cls(bundle, interpreter, backend, threads, delegate)
+        return cls(*cls.open_bundle(bundle, threads, trusted_keys, delegate), delegate)
 
     @classmethod
     def from_files(
@@ -142,21 +97,13 @@ class Classifier:
         return cls(bundle, interpreter, load_backend(), threads, delegate)
 
     # -- inference --------------------------------------------------------------------------
-    def run_model(self) -> None:
-        """Hand the preprocessor's buffer to the interpreter and invoke it (no output read)."""
-        self.interpreter.set_tensor(self._in, self.preprocessor.buffer)
-        self.interpreter.invoke()
-
     def crop_preprocessor(self, resize: str) -> Preprocessor:
         """A second preprocessor for facing crops: this bundle's preprocessing, another resize policy.
 
         The detect_classify pipeline feeds it each detected facing; the detect bundle's manifest
         says which policy (``detection.crop_resize``), so the crop rule is recorded, not guessed.
         """
-        spec = self.bundle.spec.model_copy(update={"resize": resize})
-        # arg-type: TensorInfo.dtype is the model's dtype name (str); nothing rejects float16/int16 inputs before
-        # this, so narrowing to InputDType here would change behaviour.
-        return Preprocessor(spec, self.io.input.dtype, self.io.input.scale, self.io.input.zero_point)  # type: ignore[arg-type]
+        return self.make_preprocessor(self.bundle.spec.model_copy(update={"resize": resize}))
 
     def classify_prepared(self, buffer: np.ndarray, k: int = 1) -> list[Prediction]:
         """Top-``k`` for an input tensor another preprocessor filled (a facing crop)."""
@@ -196,4 +143,4 @@ class Classifier:
 
     def describe(self) -> dict[str, Any]:
         """Model and runtime facts for logs, ``--json`` output and benchmark reports."""
-        return describe_model(self) | {"output_kind": self.output_kind}
+        return super().describe() | {"output_kind": self.output_kind}
