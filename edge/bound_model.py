@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from edge.adapters import DelegateSummary, DetectorIO, ModelIO, delegate_summary
-from edge.bundle import Bundle, load_bundle, require_task
+from edge.bundle import Bundle, check_model_io, load_bundle, require_task
 from edge.delegates import DelegateSpec
 from edge.interpreter import Backend, default_threads, load_backend, make_interpreter, runtime_description
 from edge.manifest import Task
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IO = TypeVar("IO", ModelIO, DetectorIO)
+M = TypeVar("M", bound="BoundModel[Any]")
 
 
 class BoundModel(Generic[IO]):
@@ -48,33 +49,19 @@ class BoundModel(Generic[IO]):
     delegate: DelegateSummary
     external_delegate: DelegateSpec | None
 
-    @classmethod
-    def open_bundle(
-        cls,
-        bundle: str | Path | Bundle,
-        threads: int | None,
-        trusted_keys: Mapping[str, Ed25519PublicKey] | None,
-        delegate: DelegateSpec | None,
-    ) -> tuple[Bundle, Any, Backend, int]:
-        """Load (unless given) and verify ``bundle``, check its task, then make its interpreter."""
-        if not isinstance(bundle, Bundle):
-            bundle = load_bundle(bundle, trusted_keys)
-        require_task(bundle, cls.task)  # before the interpreter: the error names the bundle, not its tensors
-        threads = threads or default_threads()
-        backend = load_backend()
-        return bundle, make_interpreter(bundle.model_path, threads, backend, delegate), backend, threads
-
-    def bind(
+    def __init__(
         self,
         bundle: Bundle,
         interpreter: Any,
         backend: Backend,
         threads: int,
-        io: IO,
-        external_delegate: DelegateSpec | None,
-        detail: str = "",
+        external_delegate: DelegateSpec | None = None,
+        **options: Any,
     ) -> None:
-        """Keep what every bound model has, build its preprocessor and log the load line."""
+        """Check ``bundle`` against ``interpreter``'s tensors and bind them; ``options`` go to :meth:`configure`."""
+        require_task(bundle, self.task)
+        io = self.read_io(bundle, interpreter)
+        check_model_io(bundle, io)
         self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
         self.labels = bundle.labels
         self.io = io
@@ -82,6 +69,7 @@ class BoundModel(Generic[IO]):
         self._in = io.input.index
         self.delegate = delegate_summary(interpreter)
         self.external_delegate = external_delegate
+        self.configure(**options)
         m = bundle.manifest
         log.info(
             "%s %s %s (%s%s): %s",
@@ -89,10 +77,47 @@ class BoundModel(Generic[IO]):
             m.name,
             m.version,
             m.variant,
-            detail,
+            self.load_detail(),
             runtime_description(backend, threads, self.delegate, external_delegate, io.input.dtype, self.preprocessor),
         )
 
+    @classmethod
+    def from_bundle(
+        cls: type[M],
+        bundle: str | Path | Bundle,
+        threads: int | None = None,
+        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
+        delegate: DelegateSpec | None = None,
+        **options: Any,
+    ) -> M:
+        """Load and fully validate a bundle directory (and its signature), then bind an interpreter.
+
+        The task is checked before the interpreter exists, so the error names the bundle, not its
+        tensors. ``delegate``: an external delegate (``model.delegate``) that runs the ops it
+        supports; ``options``: the subclass's :meth:`configure` settings (a detector's thresholds).
+        """
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle, trusted_keys)
+        require_task(bundle, cls.task)
+        threads = threads or default_threads()
+        backend = load_backend()
+        interpreter = make_interpreter(bundle.model_path, threads, backend, delegate)
+        return cls(bundle, interpreter, backend, threads, delegate, **options)
+
+    # -- what a subclass says -----------------------------------------------------------------
+    @classmethod
+    def read_io(cls, bundle: Bundle, interpreter: Any) -> IO:
+        """The model's input and output tensors, as :mod:`edge.adapters` reads them."""
+        raise NotImplementedError
+
+    def configure(self) -> None:
+        """Subclass state derived from the bound model (output indices, settings); runs before the load line."""
+
+    def load_detail(self) -> str:
+        """Text after the variant in the load line."""
+        return ""
+
+    # -- shared -------------------------------------------------------------------------------
     def make_preprocessor(self, spec: PreprocessSpec) -> Preprocessor:
         """A preprocessor that writes ``spec``'s pixels in this model's input type and quantization."""
         info = self.io.input

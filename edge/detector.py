@@ -7,29 +7,22 @@ The outputs are decoded by the pure functions in :mod:`edge.detect_decode`.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import ValidationError
 
 from edge.adapters import DetectorIO, describe_detector_io
 from edge.bound_model import BoundModel
-from edge.bundle import Bundle, check_model_io, open_bare_detector, require_task
+from edge.bundle import Bundle, open_bare_detector
 from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
 from edge.errors import BundleError, ShelfscanError
-from edge.interpreter import Backend, default_threads, load_backend
+from edge.interpreter import default_threads, load_backend
 from edge.manifest import DetectionSpec, Task, format_validation_error
 from edge.preprocess import read_image
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-log = logging.getLogger(__name__)
 
 
 def detection_settings(spec: DetectionSpec, **overrides: float | int | None) -> DetectionSpec:
@@ -53,49 +46,33 @@ class Detector(BoundModel[DetectorIO]):
     task: ClassVar[Task] = "detect"
     noun = "detector"
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        interpreter: Any,
-        backend: Backend,
-        threads: int,
-        *,
-        score_threshold: float | None = None,
-        nms_iou: float | None = None,
-        max_detections: int | None = None,
-        external_delegate: DelegateSpec | None = None,
-    ) -> None:
-        require_task(bundle, self.task)
+    @classmethod
+    def read_io(cls, bundle: Bundle, interpreter: Any) -> DetectorIO:
         try:
-            io = describe_detector_io(interpreter)
+            return describe_detector_io(interpreter)
         except ValueError as exc:
             raise BundleError(f"{bundle.model_path}: {exc}") from None
-        check_model_io(bundle, io)
-        assert bundle.manifest.detection is not None  # task detect: the manifest validator guarantees it
+
+    def configure(
+        self, *, score_threshold: float | None = None, nms_iou: float | None = None, max_detections: int | None = None
+    ) -> None:
+        """The manifest's decoding settings, with these overrides (``from_bundle``'s and ``from_file``'s options)."""
+        assert self.bundle.manifest.detection is not None  # task detect: the manifest validator guarantees it
         self.settings = detection_settings(
-            bundle.manifest.detection, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
+            self.bundle.manifest.detection,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_detections=max_detections,
         )
-        self.bind(bundle, interpreter, backend, threads, io, external_delegate, f", {io.format}")
-        self.format, self.stride = io.format, io.stride
-        self._out = {role: info.index for role, info in io.outputs.items()}
-        self._quant = {role: (o.scale, o.zero_point) if o.quantized else (0.0, 0) for role, o in io.outputs.items()}
+        self.format, self.stride = self.io.format, self.io.stride
+        self._out = {role: info.index for role, info in self.io.outputs.items()}
+        self._quant = {
+            role: (o.scale, o.zero_point) if o.quantized else (0.0, 0) for role, o in self.io.outputs.items()
+        }
         self._maps: dict[tuple[int, int], FrameMap] = {}  # per frame size
 
-    @classmethod
-    def from_bundle(
-        cls,
-        bundle: str | Path | Bundle,
-        threads: int | None = None,
-        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
-        delegate: DelegateSpec | None = None,
-        **settings: Any,
-    ) -> Detector:
-        """Load and fully validate a detect bundle (and its signature), then bind an interpreter.
-
-        ``settings``: ``score_threshold``, ``nms_iou``, ``max_detections`` overriding the manifest's;
-        ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
-        """
-        return cls(*cls.open_bundle(bundle, threads, trusted_keys, delegate), external_delegate=delegate, **settings)
+    def load_detail(self) -> str:
+        return f", {self.io.format}"
 
     @classmethod
     def from_file(

@@ -7,16 +7,14 @@ have always imported them from.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from edge.adapters import ModelIO, dequantize, describe_io, softmax, top_k
 from edge.bound_model import BoundModel
-from edge.bundle import Bundle, check_model_io, open_bare, require_task
+from edge.bundle import Bundle, open_bare
 from edge.delegates import DelegateSpec
 from edge.interpreter import BACKENDS as BACKENDS
 from edge.interpreter import NATIVE_FALLBACKS as NATIVE_FALLBACKS
@@ -29,11 +27,6 @@ from edge.interpreter import make_interpreter as make_interpreter
 from edge.interpreter import report_native_fallbacks as report_native_fallbacks
 from edge.manifest import Task
 from edge.preprocess import Preprocessor, read_image
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-log = logging.getLogger(__name__)
 
 
 class Prediction(NamedTuple):
@@ -52,35 +45,15 @@ class Classifier(BoundModel[ModelIO]):
     task: ClassVar[Task] = "classify"
     noun = "model"
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        interpreter: Any,
-        backend: Backend,
-        threads: int,
-        external_delegate: DelegateSpec | None = None,
-    ) -> None:
-        require_task(bundle, self.task)
-        io = describe_io(interpreter)
-        check_model_io(bundle, io)
-        self.bind(bundle, interpreter, backend, threads, io, external_delegate)
-        self.output_kind = io.output_kind
-        self._out = io.output.index
-        self._out_q = (io.output.scale, io.output.zero_point) if io.output.quantized else (0.0, 0)
-
     @classmethod
-    def from_bundle(
-        cls,
-        bundle: str | Path | Bundle,
-        threads: int | None = None,
-        trusted_keys: Mapping[str, Ed25519PublicKey] | None = None,
-        delegate: DelegateSpec | None = None,
-    ) -> Classifier:
-        """Load and fully validate a bundle directory (and its signature), then bind an interpreter.
+    def read_io(cls, bundle: Bundle, interpreter: Any) -> ModelIO:
+        return describe_io(interpreter)
 
-        ``delegate``: an external delegate (``model.delegate``) that runs the ops it supports.
-        """
-        return cls(*cls.open_bundle(bundle, threads, trusted_keys, delegate), delegate)
+    def configure(self) -> None:
+        out = self.io.output
+        self.output_kind = self.io.output_kind
+        self._out = out.index
+        self._out_q = (out.scale, out.zero_point) if out.quantized else (0.0, 0)
 
     @classmethod
     def from_files(
