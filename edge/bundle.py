@@ -1,4 +1,4 @@
-"""Model bundles: load and validate them, write them atomically, or wrap a bare ``.tflite``.
+"""Model bundles: load and validate them, write them atomically (bare ``.tflite`` files: :mod:`edge.bare_model`).
 
 A bundle is a directory holding ``model.tflite``, ``labels.txt`` and ``manifest.json``.
 Loading checks every promise the manifest makes (files present, hashes, label count, and the
@@ -23,7 +23,6 @@ from pydantic import ValidationError
 
 from edge import __version__
 from edge.adapters import DetectorIO, ModelIO, TensorInfo
-from edge.delegates import DelegateSpec
 from edge.errors import BundleError
 from edge.interpreter import inspect_detector, inspect_model
 from edge.labels import parse_labels, read_labels
@@ -316,86 +315,6 @@ def build_manifest(
         input=TensorSpec(**_tensor_spec(io.input)),
         provenance=Provenance(**prov),
     )
-
-
-def open_bare(
-    model: str | Path,
-    labels: str | Path,
-    spec: PreprocessSpec | None = None,
-    threads: int | None = None,
-    delegate: DelegateSpec | None = None,
-    **spec_overrides: Any,
-) -> tuple[Bundle, Any]:
-    """Wrap a bare ``.tflite`` + labels file as an in-memory bundle.
-
-    Returns the bundle and the interpreter that inspected it, so the model is read once.
-    """
-    model_path = Path(model)
-    if not model_path.is_file():
-        raise BundleError(f"{model_path}: model file not found")
-    label_list = read_labels(labels)
-    interpreter, io = inspect_model(model_path, threads, delegate)
-    spec = spec or infer_spec(io, **spec_overrides)
-    labels_bytes = Path(labels).read_bytes()
-    manifest = build_manifest(
-        model_path,
-        label_list,
-        io,
-        spec,
-        name=model_path.stem,
-        version="unversioned",
-        backbone="unknown",
-        variant="imported",
-        labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
-        labels_size=len(labels_bytes),
-    )
-    bundle = Bundle(model_path.parent, manifest, label_list, bare=True)
-    check_model_io(bundle, io)
-    return bundle, interpreter
-
-
-def open_bare_detector(
-    model: str | Path,
-    labels: str | Path | None = None,
-    threads: int | None = None,
-    detection: Mapping[str, Any] | None = None,
-    delegate: DelegateSpec | None = None,
-    **spec_overrides: Any,
-) -> tuple[Bundle, Any]:
-    """Wrap a bare detector ``.tflite`` (centernet or post-processing outputs) as an in-memory detect bundle.
-
-    Labels are optional (default: one label, ``object``, which names a class-agnostic
-    detector's boxes; :meth:`edge.detector.Detector.from_file` shows a post-processing model's
-    unnamed class ids as ``class N``). Preprocessing is inferred as for classifiers, except that the frame is
-    stretched by default: detectors are trained on whole frames (SSD, EfficientDet-Lite and
-    the centernet contract all resize without cropping).
-    """
-    model_path = Path(model)
-    if not model_path.is_file():
-        raise BundleError(f"{model_path}: model file not found")
-    label_list = read_labels(labels) if labels is not None else ["object"]  # read_labels names a missing file
-    labels_bytes = Path(labels).read_bytes() if labels is not None else b"object\n"
-    interpreter, io = inspect_detector(model_path, threads, delegate)
-    overrides = dict(spec_overrides)
-    if overrides.get("resize") is None:
-        overrides["resize"] = "stretch"
-    manifest = build_manifest(
-        model_path,
-        label_list,
-        io,
-        infer_spec(io, **overrides),
-        name=model_path.stem,
-        version="unversioned",
-        backbone="unknown",
-        variant="imported",
-        labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
-        labels_size=len(labels_bytes),
-        task="detect",
-        detection=detection,
-    )
-    bundle = Bundle(model_path.parent, manifest, label_list, bare=True)
-    check_model_io(bundle, io)
-    return bundle, interpreter
 
 
 def write_bundle(

@@ -14,8 +14,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.adapters import DetectorIO, describe_detector_io
+from edge.bare_model import open_bare_detector
 from edge.bound_model import BoundModel
-from edge.bundle import Bundle, open_bare_detector
+from edge.bundle import Bundle
 from edge.delegates import DelegateSpec
 from edge.detect_decode import FrameMap, decode_centernet, decode_postprocess, frame_map
 from edge.detections import Detections
@@ -90,7 +91,7 @@ class Detector(BoundModel[DetectorIO]):
         """Open a bare ``.tflite`` with centernet outputs (stride inferred) or post-processing outputs.
 
         Preprocessing comes from ``spec_overrides`` or is inferred (see
-        :func:`edge.bundle.open_bare_detector`); ``labels`` names class ids (optional).
+        :func:`edge.bare_model.open_bare_detector`); ``labels`` names class ids (optional).
         """
         threads = threads or default_threads()
         bundle, interpreter = open_bare_detector(model, labels, threads, delegate=delegate, **spec_overrides)

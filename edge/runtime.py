@@ -13,8 +13,9 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from edge.adapters import ModelIO, dequantize, describe_io, softmax, top_k
+from edge.bare_model import open_bare
 from edge.bound_model import BoundModel
-from edge.bundle import Bundle, open_bare
+from edge.bundle import Bundle
 from edge.delegates import DelegateSpec
 from edge.interpreter import BACKENDS as BACKENDS
 from edge.interpreter import NATIVE_FALLBACKS as NATIVE_FALLBACKS
