@@ -13,14 +13,10 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.report import write_report
+from benchmarks.report import alternating_invoke_ms, write_report
 
 SHARED = Path(os.environ.get("SHELFSCAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FREIBURG = SHARED / "datasets" / "freiburg_groceries"
@@ -47,25 +43,9 @@ def inception_run(tmp: Path) -> Path:
     return run
 
 
-def alternating_invoke_ms(bundles: dict[str, Path], threads: int, rounds: int = 5, runs: int = 10) -> dict[str, float]:
-    from edge.runtime import Classifier
-
-    clfs = {name: Classifier.from_bundle(path, threads) for name, path in bundles.items()}
-    for clf in clfs.values():
-        clf.preprocessor.from_bgr(np.full((299, 299, 3), 128, np.uint8))
-        clf.run_model()
-    times: dict[str, list[float]] = {name: [] for name in clfs}
-    for _ in range(rounds):
-        for name, clf in clfs.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                clf.interpreter.invoke()
-                times[name].append(time.perf_counter() - t0)
-    return {name: round(1e3 * statistics.median(ts), 2) for name, ts in times.items()}
-
-
 def main() -> None:
     from converter.cli import main as convert
+    from edge.runtime import Classifier
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
@@ -110,7 +90,7 @@ def main() -> None:
         ]
     )
     bundles = {v: inc_out / f"inception_v3-random-{v}" for v in ("fp32", "int8")}
-    lat = alternating_invoke_ms(bundles, threads=2)
+    lat = alternating_invoke_ms(Classifier.from_bundle, bundles, 2, (299, 299), runs=10, digits=2)
     sizes = {v: json.loads((p / "manifest.json").read_text())["model"]["size_bytes"] for v, p in bundles.items()}
     rows = mnv2["variants"]
     results = {

@@ -16,14 +16,13 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import write_report
+from benchmarks.report import alternating_invoke_ms, write_report
 
 SHARED = Path(os.environ.get("SHELFSCAN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FREIBURG = SHARED / "datasets" / "freiburg_groceries"
@@ -40,26 +39,6 @@ def cli(*args: str, capture: bool = True) -> str:
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and args[0] != "converter.cli"):
         raise SystemExit(f"{args[0]} exited {proc.returncode}")  # convert's 1 is a failed gate: the report shows it
     return proc.stdout or ""
-
-
-def alternating_invoke_ms(bundles: dict[str, Path], threads: int, rounds: int = 5, runs: int = 40) -> dict[str, float]:
-    """Median invoke time per bundle, the bundles taking turns so that machine drift hits all alike."""
-    import numpy as np
-
-    from edge.detector import Detector
-
-    dets = {name: Detector.from_bundle(path, threads) for name, path in bundles.items()}
-    for d in dets.values():
-        d.preprocessor.from_bgr(np.full((480, 640, 3), 128, np.uint8))
-        d.run_model()
-    times: dict[str, list[float]] = {name: [] for name in dets}
-    for _ in range(rounds):
-        for name, d in dets.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                d.interpreter.invoke()
-                times[name].append(time.perf_counter() - t0)
-    return {name: round(1e3 * statistics.median(t), 3) for name, t in times.items()}
 
 
 def evaluate(bundle: Path, folder: Path) -> dict[str, Any]:
@@ -132,7 +111,11 @@ def main() -> None:
     }
     bundles = {v: out / f"freiburg-facings-{v}" for v in ("fp32", "int8")}
     res["eval"] = {f"{v}_{s}": evaluate(b, folder) for v, b in bundles.items() for s, folder in sets.items()}
-    res["invoke_p50_ms"] = {f"{t}t": alternating_invoke_ms(bundles, t) for t in (1, 2)}
+    from edge.detector import Detector
+
+    res["invoke_p50_ms"] = {
+        f"{t}t": alternating_invoke_ms(Detector.from_bundle, bundles, t, (480, 640), runs=40, digits=3) for t in (1, 2)
+    }
     e, inv = res["eval"], res["invoke_p50_ms"]
     drop = 100 * (e["fp32_mixed"]["ap50"] - e["int8_mixed"]["ap50"])
     rows = [

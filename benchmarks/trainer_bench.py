@@ -119,26 +119,22 @@ def main() -> None:
         res["augment_warm"] = run(tmp, "aug-warm", tmp / "cache-b", views=args.views)
         res["warm_speedup"] = round(res["augment_cold"]["wall_s"] / res["augment_warm"]["wall_s"], 2)
         if not args.skip_finetune:
-            # kept in runs/ for the converter benchmark
-            res["augment_finetune"] = run(
-                tmp,
-                "aug-ft",
-                tmp / "cache-b",
-                out=REPO / "runs" / "freiburg-mnv2",
-                views=args.views,
-                ft_epochs=args.ft_epochs,
-            )
-            # the facing classifier's recipe (shelf-camera views, fine-tuned on them too), kept in runs/ for
-            # benchmarks.facing_bench; its old bundle goes so that the facing bench converts this one
-            res["camera_finetune"] = run(
-                tmp,
-                "cam-ft",
-                tmp / "cache-c",
-                out=REPO / "runs" / "freiburg-mnv2-camft",
-                views=args.views,
-                camera=True,
-                ft_epochs=args.ft_epochs,
-            )
+            # both kept in runs/: the plain one for the converter benchmark, the facing classifier's recipe
+            # (shelf-camera views, fine-tuned on them too) for benchmarks.facing_bench
+            for key, name, cache, kept, camera in (
+                ("augment_finetune", "aug-ft", "cache-b", "freiburg-mnv2", False),
+                ("camera_finetune", "cam-ft", "cache-c", "freiburg-mnv2-camft", True),
+            ):
+                res[key] = run(
+                    tmp,
+                    name,
+                    tmp / cache,
+                    REPO / "runs" / kept,
+                    views=args.views,
+                    camera=camera,
+                    ft_epochs=args.ft_epochs,
+                )
+            # the camera run's old bundle goes so that the facing bench converts this one
             shutil.rmtree(REPO / "runs" / "bundles" / "freiburg-mnv2-camft-int8", ignore_errors=True)
         res["inception_extraction"] = extraction_throughput(tmp)
     finally:

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from edge.errors import ShelfscanError
@@ -191,6 +191,12 @@ def _defaults(cls: Any) -> dict[str, Any]:
     return out
 
 
+def _options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The config fields that take the option of the same name as it was given: each config lists its names
+    once instead of a ``name=args.name`` line apiece."""
+    return {name: getattr(args, name) for name in names}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     verbosity, rest = pop_verbosity(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(rest)
@@ -215,27 +221,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.epochs = args.epochs or HeadConfig.epochs
 
     cfg = TrainConfig(
-        data=args.data,
-        out=args.out,
-        csv=args.csv,
-        backbone=args.backbone,
-        weights=args.weights,
-        input_size=args.input_size,
-        interpolation=args.interpolation,
-        val_pct=args.val_pct,
-        test_pct=args.test_pct,
-        batch_size=args.batch_size,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        strategy=args.strategy,
+        **_options(
+            args,
+            "data",
+            "out",
+            "csv",
+            "backbone",
+            "weights",
+            "input_size",
+            "interpolation",
+            "val_pct",
+            "test_pct",
+            "batch_size",
+            "cache_dir",
+            "seed",
+            "strategy",
+        ),
         augment=AugmentConfig(views=args.augment_views, seed=args.seed, camera=args.augment_camera),
         head=HeadConfig(
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            dropout=args.dropout,
-            hidden=args.hidden,
-            label_smoothing=args.label_smoothing,
-            balance=args.balance,
+            **_options(args, "epochs", "learning_rate", "dropout", "hidden", "label_smoothing", "balance"),
             standardize=args.standardize_features,
         ),
         finetune=FineTuneConfig(
@@ -245,28 +249,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
         ),
     )
-    try:
-        metrics = train(cfg)
-    except ShelfscanError as exc:
-        print(f"shelfscan-train: error: {exc}", file=sys.stderr)
-        return 2
-    summary = {
-        split: {k: metrics[split][k] for k in ("images", "top1", "top5", "macro_f1")}
-        for split in ("val", "test")
-        if split in metrics
-    }
-    summary |= {"run_dir": args.out, "timings": metrics["timings"], "skipped": len(metrics["skipped"])}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
+
+    def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+        summary = {
+            split: {k: metrics[split][k] for k in ("images", "top1", "top5", "macro_f1")}
+            for split in ("val", "test")
+            if split in metrics
+        }
+        return summary | {"run_dir": args.out, "timings": metrics["timings"], "skipped": len(metrics["skipped"])}
+
+    def lines(summary: dict[str, Any]) -> Iterator[str]:
         if args.weights == "none":
-            print("*** RANDOM WEIGHTS (--weights none): accuracy below is not representative ***")
+            yield "*** RANDOM WEIGHTS (--weights none): accuracy below is not representative ***"
         for split in ("val", "test"):
             if split in summary:
                 s = summary[split]
-                print(f"{split}: {s['images']} images   top-1 {100 * s['top1']:.2f} %   top-5 {100 * s['top5']:.2f} %")
-        print(f"run directory: {args.out} (report.html, metrics.json, model.keras)   {metrics['timings']['total_s']} s")
-    return 0
+                yield f"{split}: {s['images']} images   top-1 {100 * s['top1']:.2f} %   top-5 {100 * s['top5']:.2f} %"
+
+    return _train_and_print(lambda: train(cfg), summarize, lines, args.json)
 
 
 def _compose(args: argparse.Namespace) -> int:
@@ -296,40 +296,66 @@ def _detect(args: argparse.Namespace) -> int:
     )
     epochs = args.epochs or DetectorConfig.epochs
     cfg = DetectorConfig(
-        data=args.data,
-        out=args.out,
-        weights=args.weights,
+        **_options(
+            args,
+            "data",
+            "out",
+            "weights",
+            "train_shelves",
+            "val_shelves",
+            "learning_rate",
+            "batch_size",
+            "seed",
+            "val_pct",
+            "test_pct",
+            "score_threshold",
+        ),
         height=height,
         width=width,
-        train_shelves=args.train_shelves,
-        val_shelves=args.val_shelves,
         epochs=epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        val_pct=args.val_pct,
-        test_pct=args.test_pct,
-        score_threshold=args.score_threshold,
     )
-    try:
-        metrics = train_detector(cfg)
-    except ShelfscanError as exc:
-        print(f"shelfscan-train: error: {exc}", file=sys.stderr)
-        return 2
-    val = metrics["val"]
-    summary = {
-        "val": {k: val[k] for k in ("images", "truth_boxes", "ap50", "ap50_95", "count_mae")},
-        "run_dir": args.out,
-        "timings": metrics["timings"],
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
+
+    def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+        val = metrics["val"]
+        return {
+            "val": {k: val[k] for k in ("images", "truth_boxes", "ap50", "ap50_95", "count_mae")},
+            "run_dir": args.out,
+            "timings": metrics["timings"],
+        }
+
+    def lines(summary: dict[str, Any]) -> Iterator[str]:
+        val = summary["val"]
+        yield (
             f"val: {val['images']} composed shelves, {val['truth_boxes']} facings   AP50 {val['ap50']:.4f}   "
             f"AP50:95 {val['ap50_95']:.4f}   count error {val['count_mae']:.3f} per image"
         )
-        print(f"run directory: {args.out} (report.html, metrics.json, model.keras)   {metrics['timings']['total_s']} s")
+
+    return _train_and_print(lambda: train_detector(cfg), summarize, lines, args.json)
+
+
+def _train_and_print(
+    train: Callable[[], dict[str, Any]],
+    summarize: Callable[[dict[str, Any]], dict[str, Any]],
+    lines: Callable[[dict[str, Any]], Iterable[str]],
+    as_json: bool,
+) -> int:
+    """Run a training and print its outcome: the error (exit 2), or the summary as JSON or as the task's lines
+    and the run directory. Classifier and detector runs end alike; only their figures differ."""
+    try:
+        metrics = train()
+    except ShelfscanError as exc:
+        print(f"shelfscan-train: error: {exc}", file=sys.stderr)
+        return 2
+    summary = summarize(metrics)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for line in lines(summary):
+            print(line)
+        print(
+            f"run directory: {summary['run_dir']} (report.html, metrics.json, model.keras)   "
+            f"{summary['timings']['total_s']} s"
+        )
     return 0
 
 

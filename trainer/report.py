@@ -101,11 +101,7 @@ def write_html(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any], w
         for c, v in metrics["val"]["per_class"].items()
     )
     warn = "".join(f"<li>{e(w)}</li>" for w in warnings)
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>shelfscan training report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
-.warn{{background:#fdd;padding:1em;font-weight:bold}}img{{max-width:100%}}</style></head><body>
-<h1>shelfscan training report</h1>{banner}
+    content = f"""<h1>shelfscan training report</h1>{banner}
 <p>backbone <b>{e(str(config.get("backbone")))}</b>, weights <b>{e(str(config.get("weights")))}</b>,
 input {config.get("input_size")} px, run {e(run_dir.name)}</p>
 <h2>Accuracy</h2><table><tr><th>split</th><th>images</th><th>top-1</th><th>top-5</th><th>macro F1</th></tr>
@@ -115,12 +111,9 @@ input {config.get("input_size")} px, run {e(run_dir.name)}</p>
 <h2>Confusion matrix (val)</h2>{_img(run_dir / "confusion_matrix.png")}
 <h2>Per class (val)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>images</th></tr>
 {per_class}</table>
-<h2>Class distribution</h2>{_img(run_dir / "class_distribution.png")}
-<h2>Configuration</h2><pre>{e(json.dumps(config, indent=2))}</pre>
-</body></html>"""
-    path = run_dir / "report.html"
-    path.write_text(body, encoding="utf-8")
-    return path
+<h2>Class distribution</h2>{_img(run_dir / "class_distribution.png")}"""
+    css = ".warn{background:#fdd;padding:1em;font-weight:bold}img{max-width:100%}"
+    return _write_page(run_dir, "shelfscan training report", css, content, config)
 
 
 def write_detector_html(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any], figures: list[str]) -> Path:
@@ -128,11 +121,7 @@ def write_detector_html(run_dir: Path, metrics: dict[str, Any], config: dict[str
     e = html.escape
     m = metrics["val"]
     examples = "".join(_img(run_dir / name) for name in figures)
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><title>shelfscan detector report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:49%;margin:2px}}</style></head><body>
-<h1>shelfscan facing detector report</h1>
+    content = f"""<h1>shelfscan facing detector report</h1>
 <p>backbone <b>mobilenet_v2</b>, weights <b>{e(str(config.get("weights")))}</b>, input
 {config["height"]}x{config["width"]} px, run {e(run_dir.name)}</p>
 <h2>Detection (val: shelves composed from val photos only)</h2>
@@ -140,9 +129,20 @@ img{{max-width:49%;margin:2px}}</style></head><body>
 <tr><td>{m["images"]}</td><td>{m["truth_boxes"]}</td><td>{m["ap50"]:.4f}</td><td>{m["ap50_95"]:.4f}</td>
 <td>{m["count_mae"]:.3f}</td></tr></table>
 <h2>Example frames</h2><p>truth thin green, detections red with scores</p>{examples}
-<h2>Training curves</h2>{_img(run_dir / "training_curves.png")}
-<h2>Configuration</h2><pre>{e(json.dumps(config, indent=2))}</pre>
+<h2>Training curves</h2>{_img(run_dir / "training_curves.png")}"""
+    return _write_page(run_dir, "shelfscan detector report", "img{max-width:49%;margin:2px}", content, config)
+
+
+def _write_page(run_dir: Path, title: str, css: str, content: str, config: dict[str, Any]) -> Path:
+    """Write ``run_dir/report.html``: the page around a report's own content (head, the table style, the run's
+    configuration at the end), one for the classifier's and the detector's reports alike."""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
+{css}</style></head><body>
+{content}
+<h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>"""
     path = run_dir / "report.html"
-    path.write_text(body, encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path
