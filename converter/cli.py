@@ -81,7 +81,7 @@ def keras_reference(run: Any, evals: EvalImages) -> tuple[dict[str, int], dict[s
 def convert(args: argparse.Namespace) -> int:
     from converter import detect
     from converter.calibration import pick_images, representative_dataset
-    from converter.compare import evaluate_variant, gate, markdown_table
+    from converter.compare import CLASSIFY_COLUMNS, evaluate_variant, gate, markdown_table
     from converter.held_out import calibration_images, eval_images
     from converter.source import load_run
     from converter.variants import export, parse_variants
@@ -149,12 +149,9 @@ def convert(args: argparse.Namespace) -> int:
         if args.sign_key:
             log.info("signed %s with key %s", dest, sign_bundle(dest, args.sign_key))
     metric = "AP50" if detector else "top-1"
-    if detector:
-        failed = detect.gate(rows, keras["ap50"] if keras else None, args.max_drop)
-        table = detect.markdown_table(rows, keras)
-    else:
-        failed = gate(rows, keras["top1"] if keras else None, args.max_drop)
-        table = markdown_table(rows, keras)
+    key = "ap50" if detector else "top1"
+    failed = gate(rows, keras[key] if keras else None, args.max_drop, key)
+    table = markdown_table(rows, keras, detect.COLUMNS if detector else CLASSIFY_COLUMNS)
     doc = {
         "run_dir": str(run.root),
         "task": run.task,

@@ -69,35 +69,49 @@ def evaluate_variant(
     return row
 
 
-def gate(rows: dict[str, dict[str, Any]], keras_top1: float | None, max_drop_points: float) -> list[str]:
-    """Variants whose top-1 falls more than ``max_drop_points`` below the Keras model's."""
-    if keras_top1 is None:
+def gate(
+    rows: dict[str, dict[str, Any]], keras_value: float | None, max_drop_points: float, key: str = "top1"
+) -> list[str]:
+    """Variants whose ``key`` (top-1; a detector's AP50) falls more than ``max_drop_points`` below Keras's."""
+    if keras_value is None:
         return []
-    return [name for name, r in rows.items() if "top1" in r and 100 * (keras_top1 - r["top1"]) > max_drop_points]
+    return [name for name, r in rows.items() if key in r and 100 * (keras_value - r[key]) > max_drop_points]
 
 
-def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
-    head = "| variant | size (MB) | ×fp32 | top-1 | top-5 | agreement | load (ms) | invoke 1t (ms) | invoke 2t (ms) |"
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+Column = tuple[str, str, Callable[[float], str]]  # header, row key, how a value is written
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def fixed(spec: str) -> Callable[[float], str]:
+    return lambda value: format(value, spec)
+
+
+CLASSIFY_COLUMNS: list[Column] = [
+    ("top-1", "top1", percent),
+    ("top-5", "top5", percent),
+    ("agreement", "agreement", percent),
+]
+
+
+def markdown_table(
+    rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None, columns: list[Column] = CLASSIFY_COLUMNS
+) -> str:
+    """The variants side by side: size, the task's figures (``columns``), load time and invoke latency."""
+    heads = ["variant", "size (MB)", "×fp32", *(c[0] for c in columns), "load (ms)", "invoke 1t (ms)", "invoke 2t (ms)"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+
+    def figures(r: dict[str, Any]) -> list[str]:
+        return [write(r[key]) if r.get(key) is not None else "—" for _, key, write in columns]
+
     if keras:
-        lines.append(f"| keras | — | — | {100 * keras['top1']:.2f} % | {100 * keras['top5']:.2f} % | — | — | — | — |")
+        lines.append("| keras | — | — | " + " | ".join(figures(keras)) + " | — | — | — |")
     base = rows.get("fp32", {}).get("size_bytes")
-
-    def pct(r: dict[str, Any], k: str) -> str:
-        return f"{100 * r[k]:.2f} %" if r.get(k) is not None else "—"
-
     for name, r in rows.items():
         ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
-        cells = [
-            name,
-            f"{r['size_bytes'] / 1e6:.2f}",
-            ratio,
-            pct(r, "top1"),
-            pct(r, "top5"),
-            pct(r, "agreement"),
-            str(r["load_ms"]),
-            str(r["invoke_ms_1t"]),
-            str(r["invoke_ms_2t"]),
-        ]
+        cells = [name, f"{r['size_bytes'] / 1e6:.2f}", ratio, *figures(r)]
+        cells += [str(r["load_ms"]), str(r["invoke_ms_1t"]), str(r["invoke_ms_2t"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.compare import runtime_row
+from converter.compare import Column, fixed, runtime_row
 from edge.detection_metrics import EVAL_SCORE_FLOOR, detection_report
 from edge.detector import Detector
 from edge.errors import ShelfscanError
@@ -130,44 +130,9 @@ def evaluate_detector_variant(bundle: Path, eval_set: EvalSet | None, runs: int)
     return row
 
 
-def gate(rows: dict[str, dict[str, Any]], keras_ap50: float | None, max_drop_points: float) -> list[str]:
-    """Variants whose AP50 falls more than ``max_drop_points`` (AP in percent) below the Keras model's."""
-    if keras_ap50 is None:
-        return []
-    return [name for name, r in rows.items() if "ap50" in r and 100 * (keras_ap50 - r["ap50"]) > max_drop_points]
-
-
-def markdown_table(rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None) -> str:
-    head = (
-        "| variant | size (MB) | ×fp32 | AP50 | AP50:95 | count error | whole facings | load (ms) "
-        "| invoke 1t (ms) | invoke 2t (ms) |"
-    )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
-    base = rows.get("fp32", {}).get("size_bytes")
-
-    def num(r: dict[str, Any], k: str, fmt: str) -> str:
-        return format(r[k], fmt) if r.get(k) is not None else "—"
-
-    if keras:
-        cells = [
-            num(keras, k, f)
-            for k, f in (("ap50", ".4f"), ("ap50_95", ".4f"), ("count_mae", ".3f"), ("count_mae_whole", ".3f"))
-        ]
-        lines.append("| keras | — | — | " + " | ".join(cells) + " | — | — | — |")
-
-    for name, r in rows.items():
-        ratio = f"{r['size_bytes'] / base:.3f}" if base else "—"
-        cells = [
-            name,
-            f"{r['size_bytes'] / 1e6:.2f}",
-            ratio,
-            num(r, "ap50", ".4f"),
-            num(r, "ap50_95", ".4f"),
-            num(r, "count_mae", ".3f"),
-            num(r, "count_mae_whole", ".3f"),
-            str(r["load_ms"]),
-            str(r["invoke_ms_1t"]),
-            str(r["invoke_ms_2t"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+COLUMNS: list[Column] = [
+    ("AP50", "ap50", fixed(".4f")),
+    ("AP50:95", "ap50_95", fixed(".4f")),
+    ("count error", "count_mae", fixed(".3f")),
+    ("whole facings", "count_mae_whole", fixed(".3f")),
+]
