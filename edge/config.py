@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
+from edge.bounds import Overlap, Port, Share
 from edge.compat import tomllib
 from edge.config_base import Section as _Section
 from edge.config_fleet import EvidenceConfig, HomeAssistantConfig, LiveConfig, MetricsConfig, RolloutConfig
@@ -120,7 +121,7 @@ class InferenceConfig(_Section):
         "facing, classify each crop, track and count each physical facing once (needs model.detector).",
     )
     max_fps: float = Field(10.0, gt=0, description="Upper bound on frames processed per second.")
-    score_threshold: float = Field(0.5, ge=0, le=1, description="Smoothed score a label needs to count as seen.")
+    score_threshold: Share = Field(0.5, description="Smoothed score a label needs to count as seen.")
     top_k: int = Field(3, ge=1, le=20, description="Labels kept per frame (classification messages).")
     smoothing_frames: int = Field(3, ge=1, le=100, description="Scores are averaged over this many frames.")
     min_frames: int = Field(3, ge=1, description="A run of at least this many confident frames is one sighting.")
@@ -147,10 +148,8 @@ class CountingConfig(_Section):
         description="Counting line as a share of the frame width, perpendicular to the pan: a "
         "facing counts once, when its centre crosses it.",
     )
-    match_iou: float = Field(
+    match_iou: Overlap = Field(
         0.3,
-        gt=0,
-        le=1,
         description="Shelf-coordinate IoU a box needs to continue a track (true matches score "
         "0.8-0.95, touching neighbours about 0).",
     )
@@ -172,10 +171,8 @@ class CountingConfig(_Section):
         description="The winning label needs more than this share of the track's "
         "score-weighted votes; otherwise the facing is reported as 'unknown'.",
     )
-    duplicate_iou: float = Field(
+    duplicate_iou: Overlap = Field(
         0.3,
-        gt=0,
-        le=1,
         description="A new track overlapping an already counted facing of its row this much "
         "is that facing (stop-and-go, a reversing robot): never counted twice.",
     )
@@ -216,7 +213,7 @@ class TLSConfig(_Section):
 
 class MQTTConfig(_Section):
     host: str = Field("localhost", description="Broker host.")
-    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 for TLS).")
+    port: Port = Field(1883, description="Broker port (8883 for TLS).")
     protocol: Literal["3.1.1", "5"] = Field("5", description="MQTT protocol version.")
     username: str | None = Field(None, description="User name; the password comes from password_env.")
     password_env: str = Field("SHELFSCAN_MQTT_PASSWORD", description="Environment variable holding the password.")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from edge.bounds import Port, Share
 from edge.config_base import Section as _Section
 
 
@@ -32,7 +33,7 @@ class MetricsConfig(_Section):
         description="Address the metrics endpoint binds to; the robot's LAN address (or 0.0.0.0) "
         "when a Prometheus server elsewhere scrapes it.",
     )
-    port: int = Field(9108, ge=1, le=65535, description="Port of the metrics endpoint.")
+    port: Port = Field(9108, description="Port of the metrics endpoint.")
 
 
 class LiveConfig(_Section):
@@ -44,7 +45,7 @@ class LiveConfig(_Section):
         description="Address the live page binds to; any address but loopback needs the password "
         "(password_env) set, or the agent refuses to start.",
     )
-    port: int = Field(8088, ge=1, le=65535, description="Port of the live page.")
+    port: Port = Field(8088, description="Port of the live page.")
     password_env: str = Field(
         "SHELFSCAN_LIVE_PASSWORD",
         description="Environment variable holding the page's password; when set, the page "
@@ -72,10 +73,8 @@ class EvidenceConfig(_Section):
         "or scored below min_score (detect_classify), and for cmd/snapshot; publish an "
         "'evidence' message naming the files.",
     )
-    min_score: float = Field(
+    min_score: Share = Field(
         0.6,
-        ge=0,
-        le=1,
         description="A counted facing whose score is below this gets evidence (unknown ones always do).",
     )
     max_files: int = Field(500, ge=2, description="Evidence files kept in state_dir/evidence; the oldest go first.")
@@ -113,9 +112,9 @@ class RolloutConfig(_Section):
     canary_min_frames: int = Field(
         30, ge=1, description="Frames the canary needs before it is judged (it waits up to 10 canary periods for them)."
     )
-    fps_share: float = Field(0.7, ge=0, le=1, description="The new model must keep this share of the old frame rate.")
-    confidence_share: float = Field(
-        0.6, ge=0, le=1, description="The new model's mean top-1 confidence must keep this share of the old one's."
+    fps_share: Share = Field(0.7, description="The new model must keep this share of the old frame rate.")
+    confidence_share: Share = Field(
+        0.6, description="The new model's mean top-1 confidence must keep this share of the old one's."
     )
     keep: int = Field(
         3,

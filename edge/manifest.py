@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.bounds import Overlap, Share
 from edge.errors import BundleError
 from edge.preprocess import PreprocessSpec
 
@@ -76,11 +77,9 @@ class DetectionSpec(_Strict):
     stride: int | None = Field(
         None, gt=0, description="centernet only: input pixels per output cell (input size / heatmap size)."
     )
-    score_threshold: float = Field(0.3, ge=0.0, le=1.0, description="Boxes scoring below this are dropped.")
-    nms_iou: float = Field(
+    score_threshold: Share = Field(0.3, description="Boxes scoring below this are dropped.")
+    nms_iou: Overlap = Field(
         0.5,
-        gt=0.0,
-        le=1.0,
         description="centernet: non-maximum suppression drops a box overlapping a better one by more than this "
         "IoU (tflite_postprocess models did their own suppression).",
     )
