@@ -23,104 +23,34 @@ coordinates a shelf stands still, so:
   which writes the truth. It is reported once, when both neighbours are reported and no
   uncounted track stands between them.
 
+This module keeps the counting itself: when a track counts, when a label and a gap are
+reported. What it keeps per track and per counted facing, and the label vote, are in
+:mod:`edge.facing_tracks`; rows and the gap rule in :mod:`edge.shelf_rows`; the shelf map's
+rows and the metres fit in :mod:`edge.shelf_map`.
+
 How it was chosen and measured: docs/tracking.md.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edge.config import CountingConfig
 from edge.detections import Detections, box_iou
-from edge.shelf_events import UNKNOWN, Box, Event, FacingCounted, GapFound, cluster_rows, to_box
+from edge.facing_tracks import Placed, Track, vote
+from edge.shelf_events import UNKNOWN, Event, FacingCounted, GapFound, to_box
+
+# Box and cluster_rows live in edge.shelf_events; still importable from here, as before the split (issue #20)
+from edge.shelf_events import Box as Box
+from edge.shelf_events import cluster_rows as cluster_rows
+from edge.shelf_map import PoseFit, row_map
+from edge.shelf_rows import Row, find_gap, median_width, row_for, seed_rows
 from edge.tracking import Associator, WorldTracker
-
-
-@dataclass(eq=False)
-class _Track:
-    id: int
-    row: int
-    world_box: np.ndarray  # last world box
-    box: np.ndarray  # last frame box
-    last_frame: int
-    hits: int = 0
-    votes: Counter[str] = field(default_factory=Counter)  # label -> summed score
-    vote_counts: Counter[str] = field(default_factory=Counter)
-    side: int = 0  # which side of the counting line its centre is on: -1 left, +1 right
-    crossed: bool = False
-    counted: bool = False  # counted, or found to be a counted facing
-    ended: bool = False
-    widths: deque[float] = field(default_factory=lambda: deque(maxlen=8))
-    best_world: np.ndarray | None = None  # the world box seen nearest the counting line, preferably not cut
-    best_box: np.ndarray | None = None
-    best_frame: int = -1  # the frame best_box is from
-    best_d: float = float("inf")
-
-    @property
-    def cx(self) -> float:
-        box = self.world_box if self.best_world is None else self.best_world
-        return float(box[0] + box[2]) / 2
-
-
-@dataclass(eq=False)
-class _Placed:
-    """A counted facing on the shelf map, reported once its label settles."""
-
-    tracks: list[_Track]  # the track that counted it, then any later track found to be it
-    row: int
-    world_box: Box
-    box: Box
-    frame_index: int
-    t: float
-    pose: dict[str, Any] | None
-    how: str
-    box_frame: int
-    event: FacingCounted | None = None
-
-    @property
-    def cx(self) -> float:
-        return (self.world_box[0] + self.world_box[2]) / 2
-
-
-@dataclass(eq=False)
-class _Row:
-    id: int
-    ys: deque[float] = field(default_factory=lambda: deque(maxlen=64))
-    heights: deque[float] = field(default_factory=lambda: deque(maxlen=64))
-    placed: list[_Placed] = field(default_factory=list)  # ordered by world x centre
-    centres: list[float] = field(default_factory=list)  # their world x centres, for bisect
-
-    def centre(self) -> float:
-        return float(np.median(self.ys)) if self.ys else 0.0
-
-    def height(self) -> float:
-        return float(np.median(self.heights)) if self.heights else 0.0
-
-
-class _PoseFit:
-    """Least-squares ``x_m = a + b * world_x`` from (counting line position, odometry) pairs."""
-
-    def __init__(self) -> None:
-        self.n, self.sx, self.sy, self.sxx, self.sxy = 0, 0.0, 0.0, 0.0, 0.0
-
-    def add(self, x: float, y: float) -> None:
-        self.n += 1
-        self.sx, self.sy, self.sxx, self.sxy = self.sx + x, self.sy + y, self.sxx + x * x, self.sxy + x * y
-
-    def metres(self, x: float) -> float | None:
-        if self.n < 2:
-            return None
-        var = self.sxx - self.sx * self.sx / self.n
-        if var < 1.0 * self.n:  # under a pixel of travel: no scale to fit
-            return None
-        b = (self.sxy - self.sx * self.sy / self.n) / var
-        return round((self.sy - b * self.sx) / self.n + b * x, 4)
 
 
 class FacingCounter:
@@ -150,17 +80,17 @@ class FacingCounter:
     def reset(self) -> None:
         """Forget everything (a new scan); the next offsets start a new world."""
         self._tracker.reset()
-        self._tracks: dict[int, _Track] = {}
-        self._ghosts: list[_Track] = []  # ended, confirmed, never counted: may still be passed or counted at the end
-        self._rows: list[_Row] = []
-        self._unsettled: list[_Placed] = []
+        self._tracks: dict[int, Track] = {}
+        self._ghosts: list[Track] = []  # ended, confirmed, never counted: may still be passed or counted at the end
+        self._rows: list[Row] = []
+        self._unsettled: list[Placed] = []
         self._facings: list[FacingCounted] = []
         self._gaps: list[GapFound] = []
-        self._candidates: list[tuple[_Row, _Placed, _Placed]] = []
+        self._candidates: list[tuple[Row, Placed, Placed]] = []
         self._direction = 0  # +1: the counting line moves right in the world (offset grows), -1 left, 0 unknown
         self._anchor_x: float | None = None
         self._line_x = 0.0
-        self._pose_fit = _PoseFit()
+        self._pose_fit = PoseFit()
         self._last: tuple[int, float, dict[str, Any] | None] = (0, 0.0, None)
         self.frames = 0
         self.duplicates = 0  # tracks that turned out to be an already counted facing
@@ -251,7 +181,7 @@ class FacingCounter:
         ids = np.asarray(self._tracker.update(world.astype(np.float32), detections.scores), np.int64)
         self.last_ids = ids.tolist()
         if not self._rows and len(world):
-            self._seed_rows(world)
+            self._rows.extend(seed_rows(world, self.config.row_gap))
         for i, tid in enumerate(ids.tolist()):
             if tid >= 0:
                 self._observe(tid, world[i], detections.xyxy[i], labels[i], frame_index)
@@ -305,58 +235,10 @@ class FacingCounter:
         a planogram-compliance tool compares with its plan.
         """
         fit = self._pose_fit
-        rows = []
-        for index, row in enumerate(self._ordered_rows()):
-            items: list[dict[str, Any]] = []
-            for p in row.placed:
-                f = p.event
-                if f is None:
-                    continue
-                item = {
-                    "type": "facing",
-                    "track_id": f.track_id,
-                    "label": f.label,
-                    "score": f.score,
-                    "x0": f.world_box[0],
-                    "x1": f.world_box[2],
-                    "frame_index": f.frame_index,
-                    "t": f.t,
-                }
-                if f.pose is not None and isinstance(f.pose.get("x_m"), int | float):
-                    item["count_x_m"] = float(f.pose["x_m"])
-                items.append(item)
-            for g in self._gaps:
-                if g.row == row.id:
-                    items.append(
-                        {
-                            "type": "gap",
-                            "x0": g.x0,
-                            "x1": g.x1,
-                            "width_facings": g.width_facings,
-                            "left_track": g.left_track,
-                            "right_track": g.right_track,
-                            "frame_index": g.frame_index,
-                            "t": g.t,
-                        }
-                    )
-            items.sort(key=lambda item: (item["x0"] + item["x1"]) / 2)
-            for item in items:
-                x0_m, x1_m = fit.metres(item["x0"]), fit.metres(item["x1"])
-                if x0_m is not None and x1_m is not None:
-                    item["x0_m"], item["x1_m"] = x0_m, x1_m
-            reported = [p.event.label for p in row.placed if p.event]
-            rows.append(
-                {
-                    "row": row.id,
-                    "index": index,
-                    "y": round(row.centre(), 1),
-                    "median_width": round(self._median_width(row), 1),
-                    "facings": len(reported),
-                    "gaps": sum(g.row == row.id for g in self._gaps),
-                    "counts": dict(sorted(Counter(reported).items())),
-                    "items": items,
-                }
-            )
+        rows = [
+            row_map(row, index, self._gaps, fit, median_width(row, self._tracks.values()))
+            for index, row in enumerate(self._ordered_rows())
+        ]
         return {
             "units": "px",
             "metres": fit.metres(0.0) is not None,
@@ -372,30 +254,8 @@ class FacingCounter:
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _ordered_rows(self) -> list[_Row]:
+    def _ordered_rows(self) -> list[Row]:
         return sorted(self._rows, key=lambda r: (r.centre(), r.id))
-
-    def _seed_rows(self, world: np.ndarray) -> None:
-        """The first boxes define the rows in view, numbered top to bottom; later rows get the next ids."""
-        yc = (world[:, 1] + world[:, 3]) / 2
-        heights = world[:, 3] - world[:, 1]
-        rows = cluster_rows(yc.tolist(), heights.tolist(), self.config.row_gap)
-        for r in range(max(rows) + 1):
-            members = [i for i, k in enumerate(rows) if k == r]
-            self._rows.append(_Row(r, deque(yc[members].tolist(), 64), deque(heights[members].tolist(), 64)))
-
-    def _row_for(self, world_box: np.ndarray) -> _Row:
-        y = float(world_box[1] + world_box[3]) / 2
-        h = float(world_box[3] - world_box[1])
-        best, best_d = None, float("inf")
-        for row in self._rows:
-            d = abs(y - row.centre())
-            if d <= self.config.row_gap * max(row.height(), h) and d < best_d:
-                best, best_d = row, d
-        if best is None:
-            best = _Row(len(self._rows))
-            self._rows.append(best)
-        return best
 
     def _observe(
         self, tid: int, world_box: np.ndarray, box: np.ndarray, label: tuple[str | None, float], frame_index: int
@@ -403,7 +263,7 @@ class FacingCounter:
         track = self._tracks.get(tid)
         box = np.asarray(box, np.float64)
         if track is None:
-            track = _Track(tid, self._row_for(world_box).id, world_box, box, frame_index)
+            track = Track(tid, row_for(self._rows, world_box, self.config.row_gap).id, world_box, box, frame_index)
             self._tracks[tid] = track
         track.world_box, track.box, track.last_frame = world_box, box, frame_index
         d = abs(float(box[0] + box[2]) / 2 - self.config.line * self.frame_width)
@@ -431,7 +291,7 @@ class FacingCounter:
         elif self._direction and travel * self._direction > 0:
             self._anchor_x = ox  # still moving the same way: follow, so a reversal shows after direction_px
 
-    def _along_motion(self, tracks: list[_Track]) -> list[_Track]:
+    def _along_motion(self, tracks: list[Track]) -> list[Track]:
         """In the order the line passes them (left to right while it moves right), ids breaking ties."""
         sign = self._direction or 1
         return sorted(tracks, key=lambda t: (sign * t.cx, t.id))
@@ -445,7 +305,7 @@ class FacingCounter:
             if not track.counted and track.hits >= self.config.min_hits:
                 self._ghosts.append(track)
 
-    def _place(self, track: _Track, how: str) -> None:
+    def _place(self, track: Track, how: str) -> None:
         """Count ``track`` onto the shelf map, unless its row already has this facing."""
         track.counted = True
         if track in self._ghosts:
@@ -462,7 +322,7 @@ class FacingCounter:
                 row.placed[k].tracks.append(track)  # its crops still vote, while the label is open
                 return
         frame_index, t, pose = self._last
-        placed = _Placed([track], row.id, world_box, box, frame_index, t, pose, how, box_frame)
+        placed = Placed([track], row.id, world_box, box, frame_index, t, pose, how, box_frame)
         k = bisect.bisect(row.centres, placed.cx)
         row.centres.insert(k, placed.cx)
         row.placed.insert(k, placed)
@@ -471,27 +331,11 @@ class FacingCounter:
             if a >= 0 and b < len(row.placed):
                 self._candidates.append((row, row.placed[a], row.placed[b]))
 
-    def _vote(self, placed: _Placed) -> tuple[str, float, dict[str, float], int]:
-        votes: Counter[str] = Counter()
-        counts: Counter[str] = Counter()
-        for track in placed.tracks:
-            votes.update(track.votes)
-            counts.update(track.vote_counts)
-        n, total = sum(counts.values()), sum(votes.values())
-        rounded = {k: round(v, 4) for k, v in sorted(votes.items())}
-        if n == 0 or total <= 0:
-            return UNKNOWN, 0.0, rounded, n
-        label, weight = max(votes.items(), key=lambda kv: (kv[1], kv[0]))
-        score = round(weight / counts[label], 4)
-        if n < self.config.min_votes or weight / total <= self.config.min_agreement:
-            return UNKNOWN, score, rounded, n
-        return label, score, rounded, n
-
     def _report(self, final: bool) -> list[Event]:
         """Facings whose label settled, then the gaps that became certain."""
         events: list[Event] = []
         for placed in list(self._unsettled):
-            label, score, votes, n = self._vote(placed)
+            label, score, votes, n = vote(placed, self.config)
             if label in self.ignore and (final or n >= self.config.settle_votes or placed.tracks[0].ended):
                 self._reject(placed)
                 continue
@@ -523,13 +367,14 @@ class FacingCounter:
             if left.event is None or right.event is None or (not final and self._occupied(row, left, right)):
                 waiting.append((row, left, right))
                 continue
-            gap = self._gap(row, left.event, right.event)
+            gap = find_gap(row, left.event, right.event, self._tracks.values(), self.config.gap_share, self._last)
             if gap is not None:
+                self._gaps.append(gap)
                 events.append(gap)
         self._candidates = waiting
         return events
 
-    def _reject(self, placed: _Placed) -> None:
+    def _reject(self, placed: Placed) -> None:
         """Take a settled non-product off the shelf map; its two neighbours become gap candidates again."""
         self._unsettled.remove(placed)
         self.rejected += 1
@@ -540,39 +385,8 @@ class FacingCounter:
         if 0 < k < len(row.placed):
             self._candidates.append((row, row.placed[k - 1], row.placed[k]))
 
-    def _occupied(self, row: _Row, left: _Placed, right: _Placed) -> bool:
+    def _occupied(self, row: Row, left: Placed, right: Placed) -> bool:
         """An uncounted track (live, or ended unpassed) stands between the two: it may still count."""
         x0, x1 = left.world_box[2], right.world_box[0]
         tracks = [*self._tracks.values(), *self._ghosts]
         return any(t.row == row.id and not t.counted and x0 < t.cx < x1 for t in tracks)
-
-    def _median_width(self, row: _Row) -> float:
-        widths = [p.world_box[2] - p.world_box[0] for p in row.placed]
-        if len(widths) < 3:
-            widths += [float(np.median(t.widths)) for t in self._tracks.values() if t.row == row.id and t.widths]
-        return float(np.median(widths)) if widths else 0.0
-
-    def _gap(self, row: _Row, left: FacingCounted, right: FacingCounted) -> GapFound | None:
-        span = right.world_box[0] - left.world_box[2]
-        median = self._median_width(row)
-        if median <= 0 or span <= self.config.gap_share * median:
-            return None
-        frame_index, t, pose = self._last
-        top = min(left.world_box[1], right.world_box[1])
-        bottom = max(left.world_box[3], right.world_box[3])
-        gap = GapFound(
-            row.id,
-            left.world_box[2],
-            right.world_box[0],
-            round(span / median, 3),
-            left.label,
-            right.label,
-            left.track_id,
-            right.track_id,
-            to_box((left.world_box[2], top, right.world_box[0], bottom)),
-            frame_index,
-            t,
-            pose,
-        )
-        self._gaps.append(gap)
-        return gap
