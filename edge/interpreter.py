@@ -15,6 +15,9 @@ import functools
 import importlib
 import logging
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,26 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while the runtime builds its native objects; they arrive right after.
+
+    A stop signal's handler may raise (the agent's start does). Raised inside the runtime's own
+    constructors, it leaves half-built objects whose finalisers then fail on stderr ("Exception
+    ignored ... no attribute '_delegate_ptr'", seen with a delegate that takes seconds to start).
+    Blocked here, the signal waits in the kernel and its handler runs in our frame instead.
+    Threads the runtime starts meanwhile inherit the mask, so the signal cannot land in them.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def make_interpreter(
     model: str | Path | bytes,
     threads: int | None = None,
@@ -128,20 +151,21 @@ def make_interpreter(
     backend = backend or load_backend()
     threads = threads or default_threads()
     source: dict[str, Any] = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-    if delegate is not None:
-        source["experimental_delegates"] = [load_external_delegate(delegate, backend.delegate_loader)]
-    where = "model bytes" if isinstance(model, bytes) else str(model)
-    try:
-        with first_interpreter_output():
-            interpreter = backend.interpreter_cls(num_threads=threads, **source)
-            interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if delegate is not None and "delegate" in str(exc).lower():
-            raise DelegateError(f"delegate {delegate.library}: cannot run {where} ({first})") from None
-        if isinstance(exc, RuntimeError):
-            raise
-        raise BundleError(f"{where}: not a loadable TFLite model ({first})") from None
+    with signals_held():
+        if delegate is not None:
+            source["experimental_delegates"] = [load_external_delegate(delegate, backend.delegate_loader)]
+        where = "model bytes" if isinstance(model, bytes) else str(model)
+        try:
+            with first_interpreter_output():
+                interpreter = backend.interpreter_cls(num_threads=threads, **source)
+                interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if delegate is not None and "delegate" in str(exc).lower():
+                raise DelegateError(f"delegate {delegate.library}: cannot run {where} ({first})") from None
+            if isinstance(exc, RuntimeError):
+                raise
+            raise BundleError(f"{where}: not a loadable TFLite model ({first})") from None
     return interpreter
 
 

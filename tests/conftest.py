@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.broker import Broker
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -32,6 +35,14 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def reference(shared: Path) -> Path:
     return shared / "models" / "tflite_reference"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A real Mosquitto on a free loopback port, for one test."""
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -142,3 +153,47 @@ def video(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     photos = [reference / "samples" / "chelsea.png", reference / "samples" / "coffee.png"]
     write_shelf_video(path, photos, [0, 1, 0, 1], frames_per_run=20)
     return path
+
+
+@pytest.fixture(scope="module")
+def facing_models(tiny_detector, tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """The tiny int8 detector with a low threshold (it must find boxes), a tiny int8 classifier and a shelf
+    pass from toy photos: what the detect_classify agent tests run."""
+    from edge.bundle import load_bundle, write_bundle
+    from edge.labels import read_labels
+    from edge.preprocess import PreprocessSpec
+    from tests.toydata import flat_photos
+    from trainer.shelf_composer import PhotoLibrary
+    from trainer.shelf_video import PassSpec, render_pass
+
+    root = tmp_path_factory.mktemp("facing-models")
+    det = load_bundle(tiny_detector["bundles"] / "run-int8")
+    detector = root / "detector"
+    write_bundle(
+        detector,
+        det.model_path,
+        det.labels,
+        det.spec,
+        name="tiny-facings",
+        version="1",
+        backbone="mobilenet_v2",
+        variant="int8",
+        task="detect",
+        detection={"score_threshold": 0.05, "max_detections": 30},
+    )
+    classifier = root / "classifier"
+    labels = read_labels(tiny_models["labels"])
+    write_bundle(
+        classifier,
+        tiny_models["int8"],
+        labels,
+        PreprocessSpec(height=16, width=16),
+        name="tiny",
+        version="1",
+        backbone="tiny",
+        variant="int8",
+    )
+    video = root / "pass" / "pass.mp4"
+    spec = PassSpec(width=320, height=240, seconds=20, stop_seconds=2, seed=3)
+    truth = render_pass(PhotoLibrary.from_tree(flat_photos(root / "photos")), video, spec)
+    return {"detector": detector, "classifier": classifier, "video": video, "truth": truth}

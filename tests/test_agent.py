@@ -13,23 +13,14 @@ from collections import Counter
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from edge.bundle import write_bundle
 from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
-from tests.broker import Broker
 from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config
 
 REPO = Path(__file__).resolve().parent.parent
 DURABLE = ("status", "sighting", "counts", "error", "model")
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -20,7 +20,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.mqtt_helpers import Subscriber, agent_config
 from tests.storage import remount, small_tmpfs
 from tests.test_agent import start_agent, validate
-from tests.test_agent_facings import broker, models  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 MIN_SCORE = 0.9  # high for the tiny classifier: many facings are weak, so the test cannot pass on none
@@ -46,15 +45,15 @@ def check_files(root: Path, doc: dict) -> dict[str, np.ndarray]:
     return images
 
 
-def test_every_doubtful_facing_has_evidence_and_snapshot_works(tmp_path, broker, models):  # noqa: F811
+def test_every_doubtful_facing_has_evidence_and_snapshot_works(tmp_path, broker, facing_models):
     sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
-    source = f'kind = "video"\npath = "{models["video"]}"\nfps = 40'  # ~5 s: time for a snapshot mid-run
+    source = f'kind = "video"\npath = "{facing_models["video"]}"\nfps = 40'  # ~5 s: time for a snapshot mid-run
     cfg = agent_config(
         tmp_path,
         broker.port,
-        models["classifier"],
+        facing_models["classifier"],
         source,
-        model={"detector": str(models["detector"])},
+        model={"detector": str(facing_models["detector"])},
         inference={"pipeline": "detect_classify", "max_fps": 1000},
         counting={"min_hits": 2},
         evidence={"min_score": MIN_SCORE},
@@ -89,17 +88,17 @@ def test_every_doubtful_facing_has_evidence_and_snapshot_works(tmp_path, broker,
     sub.close()
 
 
-def test_read_only_evidence_folder_costs_no_facing(tmp_path, broker, models):  # noqa: F811
+def test_read_only_evidence_folder_costs_no_facing(tmp_path, broker, facing_models):
     """A read-only evidence folder: one warning, every facing still published, no evidence message, agent exits 0."""
     sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
-    source = f'kind = "video"\npath = "{models["video"]}"\nfps = 1000'
+    source = f'kind = "video"\npath = "{facing_models["video"]}"\nfps = 1000'
     # min_score 1.0: every facing is weak, so each one tries to write
     cfg = agent_config(
         tmp_path,
         broker.port,
-        models["classifier"],
+        facing_models["classifier"],
         source,
-        model={"detector": str(models["detector"])},
+        model={"detector": str(facing_models["detector"])},
         inference={"pipeline": "detect_classify", "max_fps": 1000},
         counting={"min_hits": 2},
         evidence={"min_score": 1.0, "min_free_bytes": 0},

@@ -16,61 +16,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bundle import load_bundle, write_bundle
-from edge.labels import read_labels
-from edge.preprocess import PreprocessSpec
-from tests.broker import Broker
 from tests.mqtt_helpers import Subscriber, agent_config
 from tests.test_agent import DURABLE, start_agent, validate
-from tests.toydata import flat_photos
-from trainer.shelf_composer import PhotoLibrary
-from trainer.shelf_video import PassSpec, render_pass
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 FACING_DURABLE = (*DURABLE, "facing", "gap", "shelfmap", "evidence")
-
-
-@pytest.fixture(scope="module")
-def models(tiny_detector, tiny_models, tmp_path_factory) -> dict[str, Path]:
-    """The tiny int8 detector with a low threshold (it must find boxes) and a tiny int8 classifier."""
-    root = tmp_path_factory.mktemp("facing-models")
-    det = load_bundle(tiny_detector["bundles"] / "run-int8")
-    detector = root / "detector"
-    write_bundle(
-        detector,
-        det.model_path,
-        det.labels,
-        det.spec,
-        name="tiny-facings",
-        version="1",
-        backbone="mobilenet_v2",
-        variant="int8",
-        task="detect",
-        detection={"score_threshold": 0.05, "max_detections": 30},
-    )
-    classifier = root / "classifier"
-    labels = read_labels(tiny_models["labels"])
-    write_bundle(
-        classifier,
-        tiny_models["int8"],
-        labels,
-        PreprocessSpec(height=16, width=16),
-        name="tiny",
-        version="1",
-        backbone="tiny",
-        variant="int8",
-    )
-    video = root / "pass" / "pass.mp4"
-    spec = PassSpec(width=320, height=240, seconds=20, stop_seconds=2, seed=3)
-    truth = render_pass(PhotoLibrary.from_tree(flat_photos(root / "photos")), video, spec)
-    return {"detector": detector, "classifier": classifier, "video": video, "truth": truth}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def config(tmp_path: Path, port: int, models: dict) -> Path:
@@ -101,11 +51,11 @@ def durable(sub: Subscriber) -> list[int]:
         return [d["seq"] for t, d, retained in sub.messages if t.rsplit("/", 1)[-1] in FACING_DURABLE and not retained]
 
 
-def test_facings_counts_and_shelf_map_through_mosquitto(tmp_path, broker, models):
+def test_facings_counts_and_shelf_map_through_mosquitto(tmp_path, broker, facing_models):
     publish_pose(broker.port, 12.5)
     sub = Subscriber(broker.port, "test/robot-1/#", persistent=False)
     log = tmp_path / "agent.log"
-    agent = start_agent(config(tmp_path, broker.port, models), log)
+    agent = start_agent(config(tmp_path, broker.port, facing_models), log)
     assert agent.wait(120) == 0, log.read_text()[-3000:]
     assert sub.wait_for(lambda s: any(d.get("final") for d in s.of("counts")) and s.of("shelfmap"), 15)
     validate([m for m in sub.messages if not m[0].endswith("/pose")])  # the robot's pose is not ours
@@ -126,10 +76,10 @@ def test_facings_counts_and_shelf_map_through_mosquitto(tmp_path, broker, models
     sub.close()
 
 
-def test_broker_outage_and_sigkill_lose_no_facing(tmp_path, broker, models):
+def test_broker_outage_and_sigkill_lose_no_facing(tmp_path, broker, facing_models):
     sub = Subscriber(broker.port, "test/robot-1/#", client_id="inventory")
     log = tmp_path / "agent.log"
-    cfg = config(tmp_path, broker.port, models)
+    cfg = config(tmp_path, broker.port, facing_models)
     agent = start_agent(cfg, log)
     assert sub.wait_for(lambda s: len(s.of("facing")) >= 2, 60), log.read_text()[-2000:]
     broker.stop()

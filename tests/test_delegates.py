@@ -2,7 +2,9 @@
 
 No accelerator here, so the positive path uses a do-nothing delegate compiled from C below: it
 exports the external-delegate entry points, is loaded through the runtime's ``load_delegate`` and
-passed as ``experimental_delegates`` exactly as libedgetpu.so.1 would be, and claims no ops.
+passed as ``experimental_delegates`` exactly as libedgetpu.so.1 would be, and claims no ops. It can
+also take its time to start (``hold_ms``), which opens a window inside the model load that a
+test can hit with a signal deterministically.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import ctypes.util
 import json
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import jsonschema
@@ -23,12 +27,15 @@ from edge.errors import DelegateError, ShelfscanError
 from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
 from tests.conftest import run_cli
-from tests.mqtt_helpers import SCHEMAS
+from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config
+from tests.test_agent import assert_no_gap, durable_seqs, looping, start_agent, stop_agent
 
 NOOP_DELEGATE_C = r"""
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* TfLiteDelegate's leading fields (tensorflow/lite/core/c/common.h); zeroed room for newer ones. */
 typedef struct Delegate {
@@ -44,10 +51,24 @@ typedef struct Delegate {
 
 static int prepare(void* context, Delegate* delegate) { (void)context; (void)delegate; return 0; }
 
+/* hold_file + hold_ms: the first time (the file does not exist yet) create the file, then take hold_ms
+   to start, as a slow accelerator does; the test sends its signal inside that window. */
+static void hold(const char* file, const char* ms) {
+  if (!file || !ms || access(file, F_OK) == 0) return;
+  FILE* f = fopen(file, "w");
+  if (f) fclose(f);
+  usleep((useconds_t)atoi(ms) * 1000);
+}
+
 Delegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n, void (*report_error)(const char*)) {
+  const char* hold_file = NULL;
+  const char* hold_ms = NULL;
   for (size_t i = 0; i < n; i++) {
     if (strcmp(keys[i], "fail") == 0) { report_error("refused: no device"); return NULL; }
+    if (strcmp(keys[i], "hold_file") == 0) hold_file = values[i];
+    if (strcmp(keys[i], "hold_ms") == 0) hold_ms = values[i];
   }
+  hold(hold_file, hold_ms);
   Delegate* d = calloc(1, sizeof(Delegate));
   if (d) d->prepare = prepare;
   return d;
@@ -237,3 +258,34 @@ def test_detect_runs_through_a_delegate_and_names_a_missing_one(tiny_detector, n
     )
     assert delegated["delegate"]["external"] == {"library": str(noop_delegate), "options": {}}
     assert delegated["results"] == plain["results"] and plain["results"]  # it claimed no ops: the same CPU path
+
+
+def test_sigterm_while_the_model_loads_ends_the_start_cleanly(tmp_path, broker, bundle, video, noop_delegate):
+    """SIGTERM inside the model-load window (the delegate takes 5 s to start, the signal arrives 0.2 s in):
+    one line, exit 0, nothing published, no traceback; the next start runs and its durable seq begins at 1
+    with no gap (the interrupted start took none)."""
+    entered = tmp_path / "delegate-started"
+    delegate = {"delegate": str(noop_delegate), "delegate_options": {"hold_file": str(entered), "hold_ms": "5000"}}
+    config = agent_config(tmp_path, broker.port, bundle, looping(video), model=delegate)
+    sub = Subscriber(broker.port, "test/robot-1/#", client_id="inventory")
+    log = tmp_path / "agent.log"
+    agent = start_agent(config, log)
+    deadline = time.monotonic() + 60
+    while not entered.exists():
+        assert agent.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.02)
+    time.sleep(0.2)
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(30) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "stopped by SIGTERM while starting; nothing was published" in text, text[-2000:]
+    assert "Traceback" not in text and "Exception ignored" not in text, text[-2000:]
+    assert not (tmp_path / "state" / "outbox-robot-1.sqlite").exists()
+    time.sleep(0.5)
+    assert not sub.messages, sub.messages
+    agent = start_agent(config, log)  # the file exists now: the delegate starts at once
+    try:
+        assert sub.wait_for(lambda s: len(s.of("sighting")) >= 2, 60), log.read_text()[-2000:]
+    finally:
+        stop_agent(agent, log)
+    assert assert_no_gap(sub)[0] == 1 and durable_seqs(sub)

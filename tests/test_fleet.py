@@ -17,17 +17,9 @@ from edge.errors import ShelfscanError
 from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
 from edge.watch import Fleet, parse_broker_url
-from tests.broker import Broker
 from tests.conftest import run_cli
 from tests.mqtt_helpers import Subscriber, agent_config, write_shelf_video
 from tests.test_agent import start_agent
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def publish(port: int, messages: list[tuple[str, dict | bytes, bool]]) -> None:

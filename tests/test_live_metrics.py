@@ -21,19 +21,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.broker import Broker, free_port
+from tests.broker import free_port
 from tests.mqtt_helpers import agent_config
 from tests.test_agent import start_agent, stop_agent
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 BACKGROUND_BGR = (0x33, 0x27, 0x1D)  # edge.live_page.BACKGROUND, #1d2733
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def get(url: str, timeout: float = 10.0) -> bytes:

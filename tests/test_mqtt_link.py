@@ -7,13 +7,10 @@ import socket
 import time
 from collections import Counter
 
-import pytest
-
 from edge.config import MQTTConfig
 from edge.messages import Topics, envelope
 from edge.mqtt import MqttLink, next_retry_delay
 from edge.outbox import Outbox
-from tests.broker import Broker
 from tests.mqtt_helpers import Subscriber
 
 
@@ -24,13 +21,6 @@ def wait(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def make_link(port: int, outbox: Outbox) -> MqttLink:

@@ -20,18 +20,10 @@ from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
 from edge.rollout import Desired, judge
 from edge.signing import generate_key, sign_bundle
-from tests.broker import Broker
 from tests.mqtt_helpers import Subscriber, agent_config
 from tests.test_agent import assert_no_gap, looping, start_agent, stop_agent, validate
 
 SPEC = PreprocessSpec(height=224, width=224, mean=(127.0,) * 3, std=(127.5,) * 3)
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def release(reference: Path, root: Path, version: str, key: Path) -> Path:
