@@ -156,7 +156,7 @@ def held_out_photos() -> list[tuple[str, Path]]:
 def score_pass(seed: int, seconds: float, photos: list[tuple[str, Path]], tmp: Path) -> dict[str, Any]:
     """Render one pass, run the agent on it, score its counts, facings and gaps against the truth."""
     from demo.score import match_gaps  # the demo's scoring: one gap matcher
-    from trainer.shelf_composer import PhotoLibrary
+    from trainer.photo_library import PhotoLibrary
     from trainer.shelf_video import PassSpec, compare_counts, render_pass
 
     video = REPO / "runs" / "shelfpass-test" / f"pass-{seed}.mp4"

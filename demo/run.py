@@ -327,7 +327,7 @@ def _variant(bundles: Path, key: str) -> float | None:
 
 def render(args: argparse.Namespace, data: Path, work: Path) -> tuple[Path, dict[str, Any]]:
     """Stage 6: the dense shelf pass from the held-out photos (trainer.shelf_video.render_pass)."""
-    from trainer.shelf_composer import PhotoLibrary
+    from trainer.photo_library import PhotoLibrary
     from trainer.shelf_video import PassSpec, render_pass
 
     photos = held_out(data)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.detections import Detections
-from trainer.shelf_composer import Facing, row_gaps
+from trainer.shelf_composer import row_gaps
+from trainer.shelf_types import Facing
 
 NAMES = {
     "A": "beans",

@@ -15,7 +15,9 @@ from edge.detector import Detector
 from edge.errors import ShelfscanError
 from edge.preprocess import Preprocessor
 from tests.toydata import HUES, flat_photos
-from trainer.shelf_composer import PhotoLibrary, ShelfStyle, compose, compose_canvas, read_truth, row_gaps, write_set
+from trainer.photo_library import PhotoLibrary
+from trainer.shelf_composer import compose, compose_canvas, read_truth, row_gaps, write_set
+from trainer.shelf_types import ShelfStyle
 
 CLEAN = ShelfStyle(
     run_length=(1, 1),
@@ -123,7 +125,7 @@ def test_composer_is_deterministic_and_honours_the_style(tmp_path):
 
 
 def test_gap_rule_is_a_share_of_the_median_width():
-    from trainer.shelf_composer import Facing
+    from trainer.shelf_types import Facing
 
     def facing(x0: float, x1: float) -> Facing:
         return Facing((x0, 0.0, x1, 50.0), "a", 0, "p")

@@ -360,7 +360,9 @@ def test_real_pixels_motion_and_counting_agree(shared, seed):
     """A pan over a shelf composed from Freiburg *val* photos: offsets from :class:`MotionTracker` on the pixels
     (with noise and flicker), boxes and labels from the composer's truth. Every facing seen in at least
     ``min_hits`` frames counts once, and every gap reported is a true one."""
-    from trainer.shelf_composer import PhotoLibrary, ShelfStyle, compose_canvas
+    from trainer.photo_library import PhotoLibrary
+    from trainer.shelf_composer import compose_canvas
+    from trainer.shelf_types import ShelfStyle
 
     library = PhotoLibrary.from_tree(shared / "datasets" / "freiburg_groceries" / "val")
     rng = np.random.default_rng(seed)

@@ -19,7 +19,8 @@ from edge.preprocess import PreprocessSpec
 from edge.runtime import Classifier
 from tests.conftest import run_cli
 from tests.mqtt_helpers import SCHEMAS
-from trainer.shelf_composer import PhotoLibrary, compose
+from trainer.photo_library import PhotoLibrary
+from trainer.shelf_composer import compose
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
 

@@ -14,7 +14,8 @@ from edge.motion import MotionTracker, box_shift, estimate_shift, to_small_gray
 @pytest.fixture(scope="module")
 def panorama(shared: Path) -> np.ndarray:
     """A wide shelf (2 to 3 rows of facings) composed from Freiburg *val* photos, before camera effects."""
-    from trainer.shelf_composer import PhotoLibrary, compose_canvas
+    from trainer.photo_library import PhotoLibrary
+    from trainer.shelf_composer import compose_canvas
 
     library = PhotoLibrary.from_tree(shared / "datasets" / "freiburg_groceries" / "val")
     shelf = compose_canvas(library, 2200, 560, np.random.default_rng(5))

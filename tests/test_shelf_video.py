@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from edge.errors import ShelfscanError
-from trainer.shelf_composer import Facing, PhotoLibrary, row_gaps
+from trainer.photo_library import PhotoLibrary
+from trainer.shelf_composer import row_gaps
+from trainer.shelf_types import Facing
 from trainer.shelf_video import (
     PassSpec,
     compare_counts,

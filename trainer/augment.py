@@ -71,7 +71,8 @@ def shelf_camera(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     Every other augmented view gets it, so the clean look stays in the training set too.
     """
-    from trainer.shelf_composer import camera_effects, trim_padding
+    from trainer.composer_camera import camera_effects
+    from trainer.photo_library import trim_padding
 
     out = trim_padding(image)
     h, w = out.shape[:2]

@@ -270,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from trainer.shelf_composer import PhotoLibrary, ShelfStyle, write_set
+    from trainer.photo_library import PhotoLibrary
+    from trainer.shelf_composer import write_set
+    from trainer.shelf_types import ShelfStyle
 
     try:
         library = PhotoLibrary.from_tree(args.data)

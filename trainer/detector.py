@@ -39,7 +39,9 @@ from trainer.detector_model import (
     giou_loss,
     targets,
 )
-from trainer.shelf_composer import PhotoLibrary, ShelfStyle, compose
+from trainer.photo_library import PhotoLibrary
+from trainer.shelf_composer import compose
+from trainer.shelf_types import ShelfStyle
 
 log = logging.getLogger(__name__)
 DETECT_LABELS = ["facing"]

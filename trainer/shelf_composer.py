@@ -12,15 +12,18 @@ Each photo is one facing (Freiburg photos show a product in context, sometimes t
 truth still says one facing per placed photo). Uniform padding around a photo (Freiburg pads
 non-square photos with grey) is trimmed first, so widths follow the real photo's aspect.
 Everything is deterministic by ``(seed, index)``.
+
+This module lays out the shelf (wall, boards, rows of runs, gaps) and writes and reads sets; the
+photos come from :mod:`trainer.photo_library`, the camera from :mod:`trainer.composer_camera`,
+the shelf and its truth types from :mod:`trainer.shelf_types`. Their public names are still
+importable from here.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,149 +31,22 @@ import cv2
 import numpy as np
 
 from edge.config import GAP_SHARE  # the agent's gap rule: truth and report agree
-from edge.errors import ImageError, ShelfscanError
-from edge.images import is_class_tree, list_images
-from edge.preprocess import read_image
+from edge.errors import ShelfscanError
 from edge.progress import Progress
+from trainer.composer_camera import camera_effects as camera_effects
+from trainer.composer_camera import camera_view as camera_view
+from trainer.photo_library import PhotoLibrary as PhotoLibrary
+from trainer.photo_library import trim_padding as trim_padding
+from trainer.shelf_types import Box as Box
+from trainer.shelf_types import Facing as Facing
+from trainer.shelf_types import Gap as Gap
+from trainer.shelf_types import Shelf as Shelf
+from trainer.shelf_types import ShelfStyle as ShelfStyle
 
 log = logging.getLogger(__name__)
 
 TRUTH_NAME = "shelves.json"
 TRUTH_SCHEMA = "shelfscan.shelves"
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
-
-
-@dataclass(frozen=True)
-class ShelfStyle:
-    """Ranges the composer draws from; sizes in pixels are for a 640-pixel-wide image and scale with it."""
-
-    rows: tuple[int, int] = (1, 3)  # shelf rows in view
-    run_length: tuple[int, int] = (1, 6)  # identical facings side by side
-    facing_gap_px: tuple[int, int] = (0, 8)  # between facings of one run
-    run_gap_px: tuple[int, int] = (0, 14)  # between two runs
-    empty_prob: float = 0.15  # chance that an empty slot of about one facing follows a run (~4 % of slots)
-    fill: tuple[float, float] = (0.7, 0.95)  # facing height / free height of the row
-    size_jitter: float = 0.12  # relative width jitter around the photo's aspect
-    zoom: tuple[float, float] = (1.0, 1.3)
-    perspective: float = 0.035  # corner jitter, share of the image size
-    motion_blur_px: tuple[int, int] = (0, 9)
-    noise: tuple[float, float] = (0.0, 6.0)
-    exposure: tuple[float, float] = (0.65, 1.3)
-    min_visible: float = 0.5  # a facing cut by the border is listed when this share is in view
-
-    def dense_runs(self) -> ShelfStyle:
-        """Only runs of 3 to 6 identical facings touching each other, no empty slots (the hard case)."""
-        return replace(self, run_length=(3, 6), facing_gap_px=(0, 0), run_gap_px=(0, 0), empty_prob=0.0)
-
-
-@dataclass
-class Facing:
-    box: Box  # what is in view (clipped to the image)
-    label: str
-    row: int
-    photo: str
-    full: Box | None = None  # the whole facing, also where the image border cuts it (None: same as box)
-
-    @property
-    def extent(self) -> Box:
-        """The whole (amodal) box: what the detector learns, so a cut facing's centre says if it is half in view."""
-        return self.full or self.box
-
-
-@dataclass
-class Gap:
-    box: Box
-    row: int
-
-
-@dataclass
-class Shelf:
-    """A composed shelf image (BGR) and its truth."""
-
-    image: np.ndarray
-    facings: list[Facing] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
-    rows: list[tuple[float, float]] = field(default_factory=list)  # y0, y1 of each row
-
-    def to_dict(self, file: str) -> dict[str, Any]:
-        h, w = self.image.shape[:2]
-        return {
-            "file": file,
-            "width": w,
-            "height": h,
-            "facings": [
-                {"box": _r(f.box), "label": f.label, "row": f.row, "photo": f.photo}
-                | ({"full_box": _r(f.full)} if f.full else {})
-                for f in self.facings
-            ],
-            "gaps": [{"box": _r(g.box), "row": g.row} for g in self.gaps],
-            "rows": [{"y0": round(a, 1), "y1": round(b, 1)} for a, b in self.rows],
-        }
-
-
-def _r(box: Box) -> list[float]:
-    return [round(float(v), 2) for v in box]
-
-
-def trim_padding(image: np.ndarray, tolerance: int = 6) -> np.ndarray:
-    """Cut uniform bars (the padding around non-square dataset photos) from the four sides."""
-    corner = image[0, 0].astype(np.int16)
-    flat = np.abs(image.astype(np.int16) - corner).max(axis=2) <= tolerance
-    rows, cols = ~flat.all(axis=1), ~flat.all(axis=0)
-    if not rows.any() or not cols.any():
-        return image
-    y0, y1 = np.flatnonzero(rows)[[0, -1]]
-    x0, x1 = np.flatnonzero(cols)[[0, -1]]
-    if (y1 - y0 + 1) * (x1 - x0 + 1) < 0.2 * image.shape[0] * image.shape[1]:
-        return image  # a mostly uniform photo: keep it whole
-    return image[y0 : y1 + 1, x0 : x1 + 1]
-
-
-class PhotoLibrary:
-    """Product photos as ``(label, path)`` pairs, decoded on demand (trimmed, cached)."""
-
-    def __init__(self, photos: list[tuple[str, Path]], name: str, cache_size: int = 4096) -> None:
-        self.name = name
-        self.photos = [(label, Path(p)) for label, p in photos]
-        self.labels = sorted({label for label, _ in self.photos})
-        self.bad: set[int] = set()
-        self._load = functools.lru_cache(maxsize=cache_size)(self._decode)
-        sample = min(len(self.photos), 64)
-        if not any(self.image(i) is not None for i in range(sample)):
-            raise ShelfscanError(f"{name}: no usable images (none of the first {sample} decode)")
-
-    @classmethod
-    def from_tree(cls, root: str | Path) -> PhotoLibrary:
-        """A folder-per-class tree, ``DIR/<class>/*.jpg``."""
-        root = Path(root)
-        if not root.is_dir():
-            raise ShelfscanError(f"{root}: photo folder not found")
-        if not is_class_tree(root):
-            raise ShelfscanError(f"{root}: no usable images (expected a folder-per-class tree, <class>/<images>)")
-        return cls([(d.name, p) for d in sorted(root.iterdir()) if d.is_dir() for p in list_images(d)], str(root))
-
-    def __len__(self) -> int:
-        return len(self.photos)
-
-    def _decode(self, index: int) -> np.ndarray | None:
-        try:
-            return trim_padding(read_image(self.photos[index][1]))
-        except ImageError as exc:
-            log.warning("composer: skipping %s", exc)
-            self.bad.add(index)
-            return None
-
-    def image(self, index: int) -> np.ndarray | None:
-        return None if index in self.bad else self._load(index)
-
-    def pick(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
-        """A random usable photo (index, trimmed BGR pixels)."""
-        for _ in range(100):
-            i = int(rng.integers(len(self.photos)))
-            img = self.image(i)
-            if img is not None:
-                return i, img
-        raise ShelfscanError(f"{self.name}: no usable images (100 random picks failed to decode)")
 
 
 def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> np.ndarray:
@@ -329,94 +205,6 @@ def _paste(canvas: np.ndarray, art: np.ndarray, x0: int, y0: int) -> None:
     cx1, cy1 = min(w, x0 + art.shape[1]), min(h, y0 + art.shape[0])
     if cx1 > cx0 and cy1 > cy0:
         canvas[cy0:cy1, cx0:cx1] = art[ay0 : ay0 + cy1 - cy0, ax0 : ax0 + cx1 - cx0]
-
-
-def _warp_quad(box: Box, matrix: np.ndarray) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    return cv2.perspectiveTransform(np.array([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]], np.float64), matrix)[0]
-
-
-def _bounds(points: np.ndarray) -> Box:
-    return float(points[:, 0].min()), float(points[:, 1].min()), float(points[:, 0].max()), float(points[:, 1].max())
-
-
-def _in_view(quad: np.ndarray, width: int, height: int) -> tuple[Box, float]:
-    """Bounding box of the part of ``quad`` inside the image, and the share of its area that is in view.
-
-    The quad is clipped as a polygon: under perspective, clipping its bounding box instead
-    would leave a corner that is out of view inside the box.
-    """
-    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-    area = abs(cv2.contourArea(quad.astype(np.float32)))
-    seen, polygon = cv2.intersectConvexConvex(quad.astype(np.float32), frame)
-    if polygon is None or seen <= 0 or area <= 0:
-        return (0.0, 0.0, 0.0, 0.0), 0.0
-    x0, y0, x1, y1 = _bounds(polygon.reshape(-1, 2))
-    return (max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)), seen / area
-
-
-def camera_view(
-    canvas: Shelf, width: int, height: int, rng: np.random.Generator, style: ShelfStyle = ShelfStyle()
-) -> Shelf:
-    """What a camera sees of ``canvas``: a zoomed, slightly tilted window, blurred, noisy, exposed.
-
-    Boxes go through the same homography and are kept when at least ``style.min_visible`` of
-    them is in view.
-    """
-    ch, cw = canvas.image.shape[:2]
-    zoom = rng.uniform(*style.zoom)
-    jitter = style.perspective * np.array([cw, ch])
-    # the tilted window stays inside the canvas: no reflected (unlabelled) products at the borders
-    win_w, win_h = min(cw - 2 * jitter[0], cw / zoom), min(ch - 2 * jitter[1], ch / zoom)
-    x = jitter[0] + rng.uniform(0.0, max(0.0, cw - 2 * jitter[0] - win_w))
-    y = jitter[1] + rng.uniform(0.0, max(0.0, ch - 2 * jitter[1] - win_h))
-    src = np.array([[x, y], [x + win_w, y], [x + win_w, y + win_h], [x, y + win_h]], np.float64)
-    src += rng.uniform(-1, 1, (4, 2)) * jitter
-    dst = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64)
-    matrix = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
-    image = cv2.warpPerspective(
-        canvas.image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
-    )
-    view = Shelf(_camera_effects(image, rng, style, width / 640))
-    for f in canvas.facings:
-        quad = _warp_quad(f.extent, matrix)
-        box, seen = _in_view(quad, width, height)
-        if seen >= style.min_visible and box[2] - box[0] >= 2 and box[3] - box[1] >= 2:
-            view.facings.append(Facing(box, f.label, f.row, f.photo, _bounds(quad) if seen < 0.999 else None))
-    for g in canvas.gaps:
-        box, seen = _in_view(_warp_quad(g.box, matrix), width, height)
-        if seen >= style.min_visible:
-            view.gaps.append(Gap(box, g.row))
-    for top, bottom in canvas.rows:
-        _, y0, _, y1 = _bounds(_warp_quad((cw / 2 - 1, top, cw / 2 + 1, bottom), matrix))
-        if y1 > 0 and y0 < height:
-            view.rows.append((max(0.0, y0), min(float(height), y1)))
-    return view
-
-
-def _camera_effects(image: np.ndarray, rng: np.random.Generator, style: ShelfStyle, scale: float) -> np.ndarray:
-    """Exposure, white balance, motion blur along the pan and sensor noise drawn from ``style``."""
-    gain = (rng.uniform(*style.exposure) * rng.uniform(0.92, 1.08, 3)).astype(np.float32)
-    length = int(rng.integers(style.motion_blur_px[0], style.motion_blur_px[1] + 1) * scale)
-    return camera_effects(image, gain, length, rng.uniform(*style.noise), rng)
-
-
-def camera_effects(
-    image: np.ndarray, gain: float | np.ndarray, blur_px: int, noise: float, rng: np.random.Generator
-) -> np.ndarray:
-    """``image`` times ``gain`` (exposure, per-channel white balance), blurred ``blur_px`` along x (the pan),
-    plus sensor noise of sigma ``noise``, in float, then to uint8.
-
-    Public so that the shelf-pass video films its frames with the same camera as the still shelves.
-    """
-    img = image * np.asarray(gain, np.float32)
-    if blur_px >= 2:
-        kernel = np.zeros((1, blur_px), np.float32)
-        kernel[:] = 1.0 / blur_px
-        img = cv2.filter2D(img, -1, kernel)
-    if noise > 0:
-        img += rng.normal(0.0, noise, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def compose(

@@ -40,7 +40,10 @@ import numpy as np
 
 from edge.errors import ShelfscanError
 from edge.progress import Progress
-from trainer.shelf_composer import Box, PhotoLibrary, Shelf, ShelfStyle, camera_effects, compose_canvas, read_truth
+from trainer.composer_camera import camera_effects
+from trainer.photo_library import PhotoLibrary
+from trainer.shelf_composer import compose_canvas, read_truth
+from trainer.shelf_types import Box, Shelf, ShelfStyle
 
 log = logging.getLogger(__name__)
 

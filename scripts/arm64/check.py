@@ -53,7 +53,8 @@ EXTRA_PHOTOS = [
 OPENCV_INEXACT = (":area:",)
 
 # Test modules whose imports are edge, numpy/OpenCV/Pillow and TF-free helpers (trainer.shelf_composer
-# is numpy/OpenCV only), chosen to fit CI's time: ~125 tests in about 2.5 minutes under emulation.
+# and the photo_library, composer_camera and shelf_types it uses are numpy/OpenCV only), chosen to fit
+# CI's time: ~125 tests in about 2.5 minutes under emulation.
 # Left out everywhere: test_converter, test_trainer, test_detector_training, test_demo, test_bench,
 # test_agent_facings, test_shelf_video (TensorFlow or trainer side), test_deploy (systemd-analyze and the
 # host venv), test_tls_acl (openssl CA and TLS broker: host tooling).
