@@ -16,89 +16,38 @@ agent a line for an ``error`` message.
 
 The row id of every message is its ``seq``, so a message keeps its identity (and the MQTT link
 its place) whether it sits in memory or on disk.
+
+The files themselves (the database's schema and integrity check, read-only reads of a damaged
+or unwritable one, the seq side file) are in :mod:`edge.outbox_files`; this module is the
+outbox's state: the in-memory queue, degrading and retrying, bounds, acknowledgements.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from edge.outbox_files import SEQ_BLOCK as SEQ_BLOCK
+from edge.outbox_files import Pending as Pending
+from edge.outbox_files import SeqCeiling as SeqCeiling
+from edge.outbox_files import connect, readable_seq, salvage
+from edge.outbox_files import is_corruption as is_corruption
+from edge.outbox_files import utc_stamp as utc_stamp
 
 log = logging.getLogger(__name__)
 
-SEQ_BLOCK = 1000  # seqs reserved per write of the side file (one fsync'd rename per SEQ_BLOCK messages)
 MEMORY_MAX_BYTES = 16 * 2**20  # the in-memory queue's byte bound (and never above max_bytes)
-
-
-@dataclass(frozen=True)
-class Pending:
-    id: int  # the message's seq
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
 
 
 class StorageState:
     OK = "ok"
     DEGRADED = "degraded"
-
-
-def is_corruption(exc: BaseException) -> bool:
-    """True for "file is not a database" / "database disk image is malformed": retrying cannot help."""
-    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return True
-    text = str(exc).lower()
-    return "not a database" in text or "malformed" in text
-
-
-def utc_stamp() -> str:
-    """A file-name-safe UTC time, so moved-aside files sort by when they were found bad."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-class SeqCeiling:
-    """A tiny side file holding a ``seq`` no message has reached yet.
-
-    It matters only when the database is lost (corrupt, unreadable): the new one starts from
-    here, so ``seq`` never goes back. Writing the exact seq would cost an fsync per message;
-    reserving a block costs one per ``SEQ_BLOCK`` messages, at the price of a jump of up to a
-    block after a replaced outbox (a jump that the ``error`` message about it explains).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.value = self.read()
-
-    def read(self) -> int:
-        try:
-            return int(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            return 0
-
-    def cover(self, seq: int) -> None:
-        """Make sure the ceiling is above ``seq`` (before ``seq`` is used); failures are only logged."""
-        if seq < self.value:
-            return
-        value = seq + SEQ_BLOCK
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            with open(tmp, "w") as f:
-                f.write(f"{value}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(self.path)
-            self.value = value
-        except OSError as exc:
-            log.debug("seq side file %s not written: %s", self.path, exc)
 
 
 class Outbox:
@@ -123,7 +72,7 @@ class Outbox:
             self._open()
         except (OSError, sqlite3.Error) as exc:
             self._db = None
-            readable = self._readable_seq(self.path)  # a read-only disk: the file still says where seq is
+            readable = readable_seq(self.path)  # a read-only disk: the file still says where seq is
             self._seq = max(self._seq, self._ceiling.value if readable is None else readable)
             self._degrade(self._unwritable(exc))
 
@@ -140,44 +89,22 @@ class Outbox:
         if not self.path.exists():  # a first start, or a file deleted by hand: never reuse a seq of the old one
             self._seq = max(self._seq, self._ceiling.value)
         try:
-            self._db = self._connect()
+            self._db = connect(self.path)
         except sqlite3.DatabaseError as exc:
             if not is_corruption(exc):
                 raise
             self._replace_corrupt(str(exc))
-            self._db = self._connect()
+            self._db = connect(self.path)
         stored = int(self._db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
         if stored < self._seq:  # a fresh file: store where seq continues before any message is taken
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (self._seq,))
         self._seq = max(self._seq, stored)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            check = db.execute("PRAGMA integrity_check(1)").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed (integrity_check: {check})")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(
-                """
-                CREATE TABLE IF NOT EXISTS outbox (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
-                    qos INTEGER NOT NULL, retain INTEGER NOT NULL);
-                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-                INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('dropped', 0);
-                """
-            )
-        except BaseException:
-            db.close()
-            raise
-        return db
-
     def _replace_corrupt(self, reason: str) -> None:
         """Move the bad file (and its WAL) aside, keep what can be read, and say so once."""
-        salvaged = self._salvage(self.path)
+        salvaged = salvage(self.path)
         # a damaged file's own counter may be damaged too: never go below the side file's ceiling
-        last = max(self._readable_seq(self.path) or 0, self._ceiling.value, max((p.id for p in salvaged), default=0))
+        last = max(readable_seq(self.path) or 0, self._ceiling.value, max((p.id for p in salvaged), default=0))
         aside = self.path.with_name(f"{self.path.name}.corrupt-{utc_stamp()}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
@@ -192,38 +119,6 @@ class Outbox:
         )
         log.error("%s", message)
         self._notices.append(message)
-
-    @staticmethod
-    def _readonly(path: Path) -> sqlite3.Connection:
-        """A read-only view that writes nothing next to the file (no -shm, no WAL replay)."""
-        return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-
-    @classmethod
-    def _readable_seq(cls, path: Path) -> int | None:
-        """The seq stored in a database that cannot be written (read-only disk) or is damaged; None if unreadable."""
-        if not path.exists():
-            return None
-        try:
-            db = cls._readonly(path)
-            try:
-                return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
-            finally:
-                db.close()
-        except (sqlite3.Error, TypeError, ValueError):
-            return None
-
-    @classmethod
-    def _salvage(cls, path: Path) -> list[Pending]:
-        """The unsent rows still readable from a damaged database (often none: then they are in the moved file)."""
-        try:
-            db = cls._readonly(path)
-            try:
-                rows = db.execute("SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id").fetchall()
-            finally:
-                db.close()
-            return [Pending(int(r[0]), str(r[1]), bytes(r[2]), int(r[3]), bool(r[4])) for r in rows]
-        except (sqlite3.Error, TypeError, ValueError):
-            return []
 
     # -- the storage state --------------------------------------------------------------------
     def _degrade(self, detail: str) -> None:
