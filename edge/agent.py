@@ -9,7 +9,6 @@ see ``edge.agent_setup``), which keeps its logic testable without a subprocess.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import signal
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from edge.compat import StrEnum
+from edge.agent_commands import AgentCommands
+from edge.agent_events import AgentEvent, Command, ScanEnd, State
 from edge.config import AgentConfig
 from edge.errors import ShelfscanError
 from edge.frame_rate import FrameRate
@@ -37,44 +37,9 @@ log = logging.getLogger(__name__)
 REOPEN_AFTER_FAILED_FRAMES = 20
 
 
-class AgentEvent(StrEnum):
-    """What other threads ask of the inference thread."""
+class Agent(AgentCommands):
+    """The inference thread's loop and everything it publishes; commands come from :class:`AgentCommands`."""
 
-    ONLINE = "online"  # (re)connected to the broker
-    SOURCE = "source"  # the camera's state changed: (state, detail)
-    COMMAND = "command"  # a cmd/<name> message: (name, payload)
-    RELOAD = "reload"  # reason
-    ANNOUNCE = "announce"  # Home Assistant came online
-    POSE = "pose"  # the robot's retained pose message: payload
-    DESIRED = "desired"  # a desired-model message (edge.rollout): (topic, payload)
-    ARCHIVE = "archive"  # a rollout's bundle archive arrived: (topic, payload)
-
-
-class Command(StrEnum):
-    """The ``cmd/<name>`` topics the agent obeys."""
-
-    SCAN_START = "scan/start"
-    SCAN_STOP = "scan/stop"
-    RELOAD = "reload"
-    SNAPSHOT = "snapshot"
-
-
-class State(StrEnum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
-class ScanEnd(StrEnum):
-    """Why a scan ended: the ``reason`` of its final counts."""
-
-    STOPPED = "scan_stop"  # cmd/scan/stop
-    REPLACED = "scan_start"  # a new scan started
-    INTERVAL = "interval"  # scan.interval_s
-    END_OF_SOURCE = "end_of_source"  # the video or folder is over
-    SHUTDOWN = "shutdown"  # SIGTERM / SIGINT
-
-
-class Agent:
     def __init__(
         self,
         cfg: AgentConfig,
@@ -200,77 +165,6 @@ class Agent:
             except queue.Empty:
                 return
             self._handlers[kind](arg)
-
-    def _command(self, name: str, payload: bytes) -> None:
-        try:
-            body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-            if not isinstance(body, dict):
-                raise ValueError("payload must be a JSON object")
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." nested deep
-            self.error(
-                f"malformed command on cmd/{name[:100]}: {type(exc).__name__}: {str(exc)[:200]}", command=name[:100]
-            )
-            return
-        handler = self._commands.get(name)
-        if handler is None:
-            self.error(f"unknown command cmd/{name[:100]}", command=name[:100])
-            return
-        try:
-            handler(body)
-        except Exception as exc:  # a command must never end the agent
-            log.exception("command cmd/%s failed", name)
-            self.error(f"command cmd/{name} failed: {type(exc).__name__}: {str(exc)[:200]}", command=name)
-
-    def _cmd_scan_start(self, body: dict[str, Any]) -> None:
-        scan_id, location = body.get("scan_id"), body.get("location", "")
-        if not isinstance(scan_id, str) or not scan_id or not isinstance(location, str):
-            self.error(
-                "cmd/scan/start needs a non-empty string 'scan_id' (and optional string 'location')",
-                command=Command.SCAN_START,
-            )
-            return
-        self.start_scan(scan_id[:200], location[:200])
-
-    def _cmd_snapshot(self, body: dict[str, Any]) -> None:
-        """The current frame kept as evidence; an optional string ``request_id`` comes back in the message."""
-        if self.evidence is None:
-            self.error("cmd/snapshot: evidence is disabled (evidence.enabled)", command=Command.SNAPSHOT)
-            return
-        if self._last_frame is None:
-            self.error("cmd/snapshot: no frame processed yet", command=Command.SNAPSHOT)
-            return
-        request = body.get("request_id")
-        doc = self.evidence.snapshot(*self._last_frame)
-        if doc is None:
-            self.error("cmd/snapshot: evidence not written (see the agent's log)", command=Command.SNAPSHOT)
-            return
-        scan: dict[str, Any] = self._scan_fields() if self.scan is not None else {"scan_id": None, "location": ""}
-        extra: dict[str, Any] = {"request_id": request[:200]} if isinstance(request, str) else {}
-        self.publish(MessageKind.EVIDENCE, qos=max(self.cfg.mqtt.qos, 1), **scan, **doc, **extra)
-
-    def _rollout_step(self, step: Callable[[Rollout], None]) -> None:
-        """Run a rollout step; when it changed the running models, say so in the retained status."""
-        if self.rollout is None:
-            return
-        before = self.pipeline.models()
-        state = self.rollout.state
-        step(self.rollout)
-        if self.pipeline.models() != before:
-            self.publish_status(reloaded_from=before["classifier"])
-            self.announce()
-        elif self.rollout.state != state:
-            self.publish_status()
-
-    def _pose(self, payload: bytes) -> None:
-        """The robot's odometry (retained): ``x_m`` along the aisle, optional ``y_m``, ``aisle``, ``heading``."""
-        try:
-            body = json.loads(payload.decode("utf-8"))
-            if not isinstance(body, dict) or not isinstance(body.get("x_m", 0.0), int | float):
-                raise ValueError("expected a JSON object with a numeric x_m")
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.error(f"malformed pose on {self.cfg.counting.pose_topic or 'pose'}: {str(exc)[:200]}")
-            return
-        self.pose = {k: v for k, v in body.items() if k in ("x_m", "y_m", "aisle", "heading", "ts")}
 
     # -- scans ----------------------------------------------------------------------------------
     def start_scan(self, scan_id: str, location: str = "") -> None:

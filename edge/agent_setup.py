@@ -11,7 +11,8 @@ import queue
 from pathlib import Path
 from typing import Any
 
-from edge.agent import Agent, AgentEvent
+from edge.agent import Agent
+from edge.agent_events import AgentEvent
 from edge.config import AgentConfig, CountingConfig, InferenceConfig
 from edge.errors import ShelfscanError
 from edge.messages import Topics, envelope
