@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +89,15 @@ def fixed(spec: str) -> Callable[[float], str]:
     return lambda value: format(value, spec)
 
 
-CLASSIFY_COLUMNS: list[Column] = [
+CLASSIFY_COLUMNS: tuple[Column, ...] = (
     ("top-1", "top1", percent),
     ("top-5", "top5", percent),
     ("agreement", "agreement", percent),
-]
+)
 
 
 def markdown_table(
-    rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None, columns: list[Column] = CLASSIFY_COLUMNS
+    rows: dict[str, dict[str, Any]], keras: dict[str, Any] | None, columns: Sequence[Column] = CLASSIFY_COLUMNS
 ) -> str:
     """The variants side by side: size, the task's figures (``columns``), load time and invoke latency."""
     heads = ["variant", "size (MB)", "×fp32", *(c[0] for c in columns), "load (ms)", "invoke 1t (ms)", "invoke 2t (ms)"]

@@ -130,9 +130,9 @@ def evaluate_detector_variant(bundle: Path, eval_set: EvalSet | None, runs: int)
     return row
 
 
-COLUMNS: list[Column] = [
+COLUMNS: tuple[Column, ...] = (
     ("AP50", "ap50", fixed(".4f")),
     ("AP50:95", "ap50_95", fixed(".4f")),
     ("count error", "count_mae", fixed(".3f")),
     ("whole facings", "count_mae_whole", fixed(".3f")),
-]
+)

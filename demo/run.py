@@ -38,7 +38,7 @@ from edge.watch import parse_broker_url
 DEVICE, PREFIX = "demo-shelf-robot", "shelfscan-demo"
 # Everything --quick shortens, and the default. The detector's sizes keep its training to one to three
 # minutes on 2 cores (shelfscan-train's own defaults, 4000 shelves and 40 epochs, take ~15 minutes);
-# on so few shelves it needs small batches: more steps per epoch (DETECTOR_BATCH). Its boxes keep
+# on so few shelves it needs small batches: more steps per epoch (demo.models.DETECTOR_BATCH). Its boxes keep
 # tightening to epoch 20 (600 shelves: val AP50:95 0.73 after 12 epochs, 0.79 after 20; boxes on the
 # pass 7 % too wide after 12, 4 % after 20), and a box too wide narrows the gap beside it.
 DEFAULTS: dict[str, Any] = {

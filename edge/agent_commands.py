@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from edge.pipelines import FramePipeline
     from edge.rollout import Rollout
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("edge.agent")  # the agent's log lines keep their logger name
 
 
 class AgentCommands:

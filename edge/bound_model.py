@@ -9,6 +9,7 @@ of the shelf pipeline at once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,8 +24,6 @@ from edge.preprocess import Preprocessor, PreprocessSpec
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-log = logging.getLogger(__name__)
 
 IO = TypeVar("IO", ModelIO, DetectorIO)
 M = TypeVar("M", bound="BoundModel[Any]")
@@ -65,13 +64,14 @@ class BoundModel(Generic[IO]):
         self.bundle, self.interpreter, self.backend, self.threads = bundle, interpreter, backend, threads
         self.labels = bundle.labels
         self.io = io
+        self.configure(**options)  # first: a bad setting is refused before anything else is built
         self.preprocessor = self.make_preprocessor(bundle.spec)
         self._in = io.input.index
         self.delegate = delegate_summary(interpreter)
         self.external_delegate = external_delegate
-        self.configure(**options)
         m = bundle.manifest
-        log.info(
+        # logged under the subclass's module (edge.runtime, edge.detector), where the load lines always were
+        logging.getLogger(type(self).__module__).info(
             "%s %s %s (%s%s): %s",
             self.noun,
             m.name,
@@ -96,6 +96,10 @@ class BoundModel(Generic[IO]):
         tensors. ``delegate``: an external delegate (``model.delegate``) that runs the ops it
         supports; ``options``: the subclass's :meth:`configure` settings (a detector's thresholds).
         """
+        try:  # a misspelt setting is a usage error now, not after the model and its delegate are loaded
+            inspect.signature(cls.configure).bind(None, **options)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}.from_bundle: {exc}") from None
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle, trusted_keys)
         require_task(bundle, cls.task)

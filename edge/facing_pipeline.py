@@ -37,8 +37,8 @@ def crop_boxes(xyxy: np.ndarray, margin: float, width: int, height: int) -> np.n
     if len(xyxy) == 0:
         return np.zeros((0, 4), np.int64)
     grow = (xyxy[:, 2:] - xyxy[:, :2]) * margin
-    out = np.concatenate([xyxy[:, :2] - grow, xyxy[:, 2:] + grow], axis=1)
-    out = np.rint(out).astype(np.int64)
+    grown = np.concatenate([xyxy[:, :2] - grow, xyxy[:, 2:] + grow], axis=1)
+    out: np.ndarray = np.rint(grown).astype(np.int64)
     np.clip(out[:, 0::2], 0, width, out=out[:, 0::2])
     np.clip(out[:, 1::2], 0, height, out=out[:, 1::2])
     return out

@@ -12,7 +12,7 @@ and the vote is the part of the counting a reader looks up on its own (docs/trac
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ class Track:
     box: np.ndarray  # last frame box
     last_frame: int
     hits: int = 0
-    votes: Counter[str] = field(default_factory=Counter)  # label -> summed score
+    votes: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # label -> summed score
     vote_counts: Counter[str] = field(default_factory=Counter)
     side: int = 0  # which side of the counting line its centre is on: -1 left, +1 right
     crossed: bool = False
@@ -75,10 +75,11 @@ def vote(placed: Placed, config: CountingConfig) -> tuple[str, float, dict[str, 
     number of votes; fewer than ``min_votes`` of them or a winner holding no more than
     ``min_agreement`` of the weight gives ``unknown``.
     """
-    votes: Counter[str] = Counter()
+    votes: defaultdict[str, float] = defaultdict(float)
     counts: Counter[str] = Counter()
     for track in placed.tracks:
-        votes.update(track.votes)
+        for name, weight in track.votes.items():
+            votes[name] += weight
         counts.update(track.vote_counts)
     n, total = sum(counts.values()), sum(votes.values())
     rounded: dict[str, float] = {k: round(v, 4) for k, v in sorted(votes.items())}

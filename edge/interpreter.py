@@ -119,18 +119,22 @@ def default_threads() -> int:
 
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT while the runtime builds its native objects; they arrive right after.
+    """Hold SIGTERM and SIGINT while the runtime builds its native objects, when a Python handler would run.
 
-    A stop signal's handler may raise (the agent's start does). Raised inside the runtime's own
-    constructors, it leaves half-built objects whose finalisers then fail on stderr ("Exception
-    ignored ... no attribute '_delegate_ptr'", seen with a delegate that takes seconds to start).
-    Blocked here, the signal waits in the kernel and its handler runs in our frame instead.
-    Threads the runtime starts meanwhile inherit the mask, so the signal cannot land in them.
+    A stop signal's Python handler may raise (the agent's start does; SIGINT's default raises
+    KeyboardInterrupt). Raised inside the runtime's own constructors, it leaves half-built objects
+    whose finalisers then fail on stderr ("Exception ignored ... no attribute '_delegate_ptr'",
+    seen with a delegate that takes seconds to start). Blocked here, the signal waits in the
+    kernel and its handler runs in our frame instead. A signal left to the OS (SIGTERM's
+    default: the process ends at once) is not held, so a hung delegate can still be stopped.
+    The hold covers the calling thread and the threads the runtime starts meanwhile; the agent's
+    start, where it matters, has no other thread yet.
     """
-    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+    held = {sig for sig in (signal.SIGTERM, signal.SIGINT) if callable(signal.getsignal(sig))}
+    if not held or not hasattr(signal, "pthread_sigmask"):  # nothing to hold, or not POSIX
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
     finally:

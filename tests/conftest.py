@@ -155,7 +155,7 @@ def video(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def facing_models(tiny_detector, tiny_models, tmp_path_factory) -> dict[str, Path]:
     """The tiny int8 detector with a low threshold (it must find boxes), a tiny int8 classifier and a shelf
     pass from toy photos: what the detect_classify agent tests run."""

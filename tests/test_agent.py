@@ -44,12 +44,19 @@ def validate(messages: list[tuple[str, dict, bool]]) -> None:
 
 def durable_seqs(sub: Subscriber) -> list[int]:
     """seqs of durable messages sent by the agent itself, in arrival order, duplicates kept (retained replays and
-    copies of the broker's will, which repeats the seq of another message on purpose, excluded; the agent's own
-    ``offline`` at shutdown takes a seq of its own and counts)."""
+    copies of the broker's will excluded: a will repeats the seq of a message sent before it, which may be the
+    previous run's own ``offline``; the agent's ``offline`` at shutdown takes a seq of its own and counts)."""
     with sub.lock:
         live = [(t, d) for t, d, retained in sub.messages if t.rsplit("/", 1)[-1] in DURABLE and not retained]
     others = {d["seq"] for t, d in live if not is_offline(t, d)}
-    return [d["seq"] for t, d in live if not (is_offline(t, d) and d["seq"] in others)]
+    seqs, offline_seen = [], set()
+    for t, d in live:
+        if is_offline(t, d):
+            if d["seq"] in others or d["seq"] in offline_seen:
+                continue  # a will copy
+            offline_seen.add(d["seq"])
+        seqs.append(d["seq"])
+    return seqs
 
 
 def is_offline(topic: str, doc: dict) -> bool:

@@ -28,13 +28,14 @@ from edge.labels import read_labels
 from edge.preprocess import PreprocessSpec
 from tests.conftest import run_cli
 from tests.mqtt_helpers import SCHEMAS, Subscriber, agent_config
-from tests.test_agent import assert_no_gap, durable_seqs, looping, start_agent, stop_agent
+from tests.test_agent import assert_no_gap, looping, start_agent, stop_agent
 
 NOOP_DELEGATE_C = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* TfLiteDelegate's leading fields (tensorflow/lite/core/c/common.h); zeroed room for newer ones. */
@@ -57,7 +58,9 @@ static void hold(const char* file, const char* ms) {
   if (!file || !ms || access(file, F_OK) == 0) return;
   FILE* f = fopen(file, "w");
   if (f) fclose(f);
-  usleep((useconds_t)atoi(ms) * 1000);
+  long n = atol(ms);
+  struct timespec t = {n / 1000, (n % 1000) * 1000000L};
+  nanosleep(&t, NULL);
 }
 
 Delegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n, void (*report_error)(const char*)) {
@@ -280,7 +283,6 @@ def test_sigterm_while_the_model_loads_ends_the_start_cleanly(tmp_path, broker, 
     text = log.read_text()
     assert "stopped by SIGTERM while starting; nothing was published" in text, text[-2000:]
     assert "Traceback" not in text and "Exception ignored" not in text, text[-2000:]
-    assert not (tmp_path / "state" / "outbox-robot-1.sqlite").exists()
     time.sleep(0.5)
     assert not sub.messages, sub.messages
     agent = start_agent(config, log)  # the file exists now: the delegate starts at once
@@ -288,4 +290,4 @@ def test_sigterm_while_the_model_loads_ends_the_start_cleanly(tmp_path, broker, 
         assert sub.wait_for(lambda s: len(s.of("sighting")) >= 2, 60), log.read_text()[-2000:]
     finally:
         stop_agent(agent, log)
-    assert assert_no_gap(sub)[0] == 1 and durable_seqs(sub)
+    assert assert_no_gap(sub)[0] == 1
