@@ -126,6 +126,12 @@ class InferenceConfig(_Section):
     smoothing_frames: int = Field(3, ge=1, le=100, description="Scores are averaged over this many frames.")
     min_frames: int = Field(3, ge=1, description="A run of at least this many confident frames is one sighting.")
     ignore_labels: list[str] = Field(default_factory=list, description="Labels never reported (e.g. 'background').")
+    flip_crops: bool = Field(
+        False,
+        description="detect_classify: classify each facing crop as seen and mirrored and average the two "
+        "scores. Measured on six Freiburg shelf passes (514 facings): labels right 56.0 -> 57.8 %; at 7 crops "
+        "a frame, 2 threads, classify 16 -> 31 ms and 48 -> 28 frames/s (docs/tracking.md).",
+    )
 
 
 #: What an out-of-stock gap is (the composer's truth, trainer/shelf_composer.py): an empty span

@@ -120,7 +120,13 @@ class DetectClassifyPipeline:
             if crop.shape[0] < 2 or crop.shape[1] < 2:
                 raise ShelfscanError(f"crop of {crop.shape[1]}x{crop.shape[0]} pixels")
             self.crop_pre.from_bgr(crop)
-            best = self.classifier.classify_prepared(self.crop_pre.buffer, 1)[0]
+            if self.inference.flip_crops:  # the crop and its mirror image, scores averaged (inference.flip_crops)
+                scores = self.classifier.scores_prepared(self.crop_pre.buffer)
+                self.crop_pre.from_bgr(np.ascontiguousarray(crop[:, ::-1]))
+                scores += self.classifier.scores_prepared(self.crop_pre.buffer)
+                best = self.classifier.predictions(scores / 2, 1)[0]
+            else:
+                best = self.classifier.classify_prepared(self.crop_pre.buffer, 1)[0]
         except (ShelfscanError, ValueError) as exc:
             self.crop_failures += 1
             log.debug("crop not classified: %s", exc)

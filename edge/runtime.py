@@ -85,6 +85,13 @@ class Classifier(BoundModel[ModelIO]):
         self.interpreter.invoke()
         return self.top_predictions(k)
 
+    def scores_prepared(self, buffer: np.ndarray) -> np.ndarray:
+        """The score vector (a copy) for an input tensor another preprocessor filled: for averaging views."""
+        self.interpreter.set_tensor(self._in, buffer)
+        self.interpreter.invoke()
+        scores: np.ndarray = self.output_scores().copy()
+        return scores
+
     def output_scores(self) -> np.ndarray:
         """Dequantized output of the last invoke, as probabilities unless the model gives sigmoid scores."""
         raw = self.interpreter.get_tensor(self._out)[0]

@@ -96,6 +96,28 @@ def test_pipeline_runs_every_stage_and_counts(tiny_detector, classifier_bundle, 
     assert pipeline.stats()["crop_failures"] == 1
 
 
+def test_flip_crops_averages_the_crop_and_its_mirror(tiny_detector, classifier_bundle):
+    """inference.flip_crops: a crop's label and score come from the mean of its scores and its mirror's."""
+    detector = Detector.from_bundle(tiny_detector["bundles"] / "run-int8", threads=1, score_threshold=0.05)
+    classifier = Classifier.from_bundle(classifier_bundle, threads=1)
+    models = {"detector": detector, "classifier": classifier}
+    plain = build_pipeline(models, InferenceConfig(pipeline="detect_classify"), CountingConfig())
+    flipped = build_pipeline(models, InferenceConfig(pipeline="detect_classify", flip_crops=True), CountingConfig())
+    crop = np.zeros((160, 160, 3), np.uint8)
+    crop[:, :, 2] = np.linspace(0, 255, 160, dtype=np.float32)[None, :]  # red rising left to right: not symmetric
+    pre = classifier.crop_preprocessor(detector.settings.crop_resize)
+    pre.from_bgr(crop)
+    seen = classifier.scores_prepared(pre.buffer)
+    pre.from_bgr(np.ascontiguousarray(crop[:, ::-1]))
+    mirrored = classifier.scores_prepared(pre.buffer)
+    best = int(np.argmax(seen + mirrored))
+    mean = float(seen[best] + mirrored[best]) / 2
+    assert mean != pytest.approx(float(seen.max()))  # else the test could not tell the two rules apart
+    label, score = flipped._classify(crop)
+    assert label == classifier.labels[best] and score == pytest.approx(mean)
+    assert plain._classify(crop)[1] == pytest.approx(float(seen.max()))
+
+
 def test_bench_times_the_detect_classify_pipeline(tiny_detector, classifier_bundle):
     proc = run_cli(
         "bench",
