@@ -56,69 +56,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False) 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real (tiny) TFLite classifiers in several I/O flavours, converted with TensorFlow once."""
-    from tests.tiny_models import build_tiny_models
+    """Real (tiny) TFLite classifiers in several I/O flavours, converted with TensorFlow once (or prebuilt)."""
+    from tests.prebuilt import build_or_load
 
-    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+    return build_or_load("tiny_models", tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="session")
 def tiny_detector(tmp_path_factory, shared) -> dict[str, Path]:
-    """A tiny real detector: 96x128 input, a few shelves, two epochs; then fp32 and int8 bundles."""
-    from converter.cli import main as convert
-    from tests.toydata import flat_photos
-    from trainer.cli import main as train
+    """A tiny real detector: 96x128 input, a few shelves, two epochs; then fp32 and int8 bundles (or prebuilt)."""
+    from tests.prebuilt import build_or_load
 
-    root = tmp_path_factory.mktemp("det")
-    photos = flat_photos(root / "photos")
-    data = root / "data"
-    for split in ("train", "val"):
-        for d in photos.iterdir():
-            (data / split / d.name).mkdir(parents=True)
-            for p in d.iterdir():
-                (data / split / d.name / p.name).write_bytes(p.read_bytes())
-    weights = shared / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
-    run = root / "run"
-    args = [
-        str(data),
-        "--task",
-        "detect",
-        "--out",
-        str(run),
-        "--weights",
-        str(weights),
-        "--input-size",
-        "96x128",
-        "--train-shelves",
-        "24",
-        "--val-shelves",
-        "6",
-        "--epochs",
-        "2",
-        "--score-threshold",
-        "0.1",
-    ]
-    assert train(args) == 0
-    assert train([str(photos), "--compose", "4", "--seed", "9", "--out", str(root / "eval")]) == 0
-    rc = convert(
-        [
-            str(run),
-            "--out",
-            str(root / "bundles"),
-            "--variants",
-            "fp32,int8",
-            "--eval",
-            str(root / "eval"),
-            "--calibration-count",
-            "8",
-            "--max-drop",
-            "100",
-            "--bench-runs",
-            "2",
-        ]
-    )
-    assert rc == 0
-    return {"run": run, "bundles": root / "bundles", "eval": root / "eval"}
+    return build_or_load("tiny_detector", tmp_path_factory.mktemp("det"), shared)
 
 
 # The agent's reference bundle and video, shared by the agent, deploy, TLS, live-page and config tests.

@@ -31,9 +31,9 @@ STRETCH = PreprocessSpec(height=HEIGHT, width=WIDTH, resize="stretch")
 
 @pytest.fixture(scope="module")
 def detectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.tiny_detectors import build_tiny_detectors
+    from tests.prebuilt import build_or_load
 
-    return build_tiny_detectors(tmp_path_factory.mktemp("tiny_detectors"))
+    return build_or_load("detectors", tmp_path_factory.mktemp("tiny_detectors"))
 
 
 def detect_bundle(dest: Path, model: Path, spec: PreprocessSpec = STRETCH, **kwargs) -> Path:

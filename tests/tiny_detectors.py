@@ -174,3 +174,60 @@ def build_tiny_detectors(out: Path) -> dict[str, Path]:
     paths["postprocess_op"] = out / "postprocess_op.tflite"
     paths["postprocess_op"].write_bytes(postprocess_op_tflite())
     return paths
+
+
+def build_tiny_detector(root: Path, shared: Path) -> dict[str, Path]:
+    """A tiny real detector trained on toy photos: 96x128 input, a few shelves, two epochs; fp32 and int8 bundles."""
+    from converter.cli import main as convert
+    from tests.toydata import flat_photos
+    from trainer.cli import main as train
+
+    photos = flat_photos(root / "photos")
+    data = root / "data"
+    for split in ("train", "val"):
+        for d in photos.iterdir():
+            (data / split / d.name).mkdir(parents=True)
+            for p in d.iterdir():
+                (data / split / d.name / p.name).write_bytes(p.read_bytes())
+    weights = shared / "models" / "mobilenet_v2_1.0_224_imagenet" / "mobilenet_v2_1.0_224_imagenet_notop.weights.h5"
+    run = root / "run"
+    args = [
+        str(data),
+        "--task",
+        "detect",
+        "--out",
+        str(run),
+        "--weights",
+        str(weights),
+        "--input-size",
+        "96x128",
+        "--train-shelves",
+        "24",
+        "--val-shelves",
+        "6",
+        "--epochs",
+        "2",
+        "--score-threshold",
+        "0.1",
+    ]
+    assert train(args) == 0
+    assert train([str(photos), "--compose", "4", "--seed", "9", "--out", str(root / "eval")]) == 0
+    rc = convert(
+        [
+            str(run),
+            "--out",
+            str(root / "bundles"),
+            "--variants",
+            "fp32,int8",
+            "--eval",
+            str(root / "eval"),
+            "--calibration-count",
+            "8",
+            "--max-drop",
+            "100",
+            "--bench-runs",
+            "2",
+        ]
+    )
+    assert rc == 0
+    return {"run": run, "bundles": root / "bundles", "eval": root / "eval"}

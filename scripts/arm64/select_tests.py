@@ -3,8 +3,9 @@
 The files to run are listed in ``check.py`` (modules that import edge, numpy, OpenCV and the TF-free
 test helpers only). Within them, a test is deselected here, with its reason printed, when it
 
-* needs a model that the session builds with TensorFlow (the ``tiny_*`` fixtures): there is no
-  TensorFlow for the device, by design;
+* needs a model that the session builds with TensorFlow (the ``tiny_*`` and ``detectors`` fixtures)
+  and no prebuilt copy is given (``SHELFSCAN_PREBUILT``, tests/prebuilt.py: check.py builds them on
+  the host first): there is no TensorFlow for the device, by design;
 * compiles an x86 shared library with the host compiler and loads it (the no-op delegate), or runs a
   host console script or TensorFlow in a subprocess (listed in HOST_ONLY).
 
@@ -36,7 +37,7 @@ HOST_ONLY = {
 
 def reason(item: pytest.Item) -> str | None:
     names = set(getattr(item, "fixturenames", ()))
-    if names & NEEDS_TF:
+    if names & NEEDS_TF and not os.environ.get("SHELFSCAN_PREBUILT"):  # check.py prebuilds them on the host
         return f"needs TensorFlow-built models ({', '.join(sorted(names & NEEDS_TF))})"
     if names & NEEDS_HOST_CC:
         return "loads a library compiled by the host's x86 compiler"
