@@ -108,19 +108,20 @@ def main() -> None:
     }
     from converter.compare import markdown_table
 
-    body = (
+    paragraphs = [
         f"## MobileNetV2, Freiburg Groceries (run `{args.run}`), evaluated through the edge runtime on "
-        f"{mnv2['eval_source']}\n\n"
-        + markdown_table(rows, mnv2["keras"])
-        + f"\n\nint8 top-1 − Keras top-1: **{results['int8_minus_keras_top1_points']} points**; "
+        f"{mnv2['eval_source']}",
+        markdown_table(rows, mnv2["keras"]),
+        f"int8 top-1 − Keras top-1: **{results['int8_minus_keras_top1_points']} points**; "
         f"int8 size / fp32 size: **{results['int8_size_ratio']}**. int8-pw (per-tensor 1x1 convolutions): "
         f"**{results['int8_pw_minus_keras_top1_points']} points**, size **{results['int8_pw_size_ratio']}**; "
-        f"gate exit status {rc}.\n\n"
-        "## InceptionV3 (random weights), 2 threads, invoke medians measured alternately\n\n"
+        f"gate exit status {rc}.",
+        "## InceptionV3 (random weights), 2 threads, invoke medians measured alternately",
         f"fp32 {lat['fp32']} ms, int8 {lat['int8']} ms: "
         f"int8/fp32 = **{results['inception_v3_random']['int8_over_fp32']}**"
-        f" (sizes {sizes['fp32'] / 1e6:.1f} MB and {sizes['int8'] / 1e6:.1f} MB).\n"
-    )
+        f" (sizes {sizes['fp32'] / 1e6:.1f} MB and {sizes['int8'] / 1e6:.1f} MB).",
+    ]
+    body = "\n\n".join(paragraphs) + "\n"
     print(write_report("converter", "Converter figures", results, body).read_text())
 
 

@@ -7,32 +7,30 @@ stderr), 2 for unusable arguments or a bad model.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from edge.errors import ShelfscanError
 
+_HELP = "classify image files or folders; a folder-per-class tree also gets accuracy figures"
+_DESCRIPTION = (
+    "Classify images. A folder whose subfolders are class names is evaluated: top-1/top-5 accuracy, per-class "
+    "recall and a confusion table."
+)
+_PATHS_HELP = "image files, folders of images, or class trees"
+
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli_args import add_model_args
+    from edge.cli_args import add_model_command
 
-    p = sub.add_parser(
-        "classify",
-        help="classify image files or folders; a folder-per-class tree also gets accuracy figures",
-        description="Classify images. A folder whose subfolders are class names is evaluated: top-1/top-5 "
-        "accuracy, per-class recall and a confusion table.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or class trees")
-    add_model_args(p)
+    p = add_model_command(sub, "classify", _HELP, _DESCRIPTION, paths_help=_PATHS_HELP)
     p.add_argument("--top-k", "-k", type=int, default=5, metavar="K", help="labels to report per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     handlers["classify"] = run
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.cli_args import open_classifier
+    from edge.cli_args import finish_results, open_classifier
     from edge.evaluate import classify_paths, evaluate_tree, format_evaluation
     from edge.images import is_class_tree, list_images
 
@@ -65,10 +63,4 @@ def run(args: argparse.Namespace) -> int:
                 continue
             best = "   ".join(f"{p.label} {p.score:.3f}" for p in result.predictions)
             print(f"{result.path}   {best}")
-    errors = [r for r in doc["results"] if "error" in r]
-    for r in errors:
-        print(f"shelfscan-agent classify: skipped: {r['error']}", file=sys.stderr)
-    if args.json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    return 1 if errors else 0
+    return finish_results(doc, "classify", args.json)

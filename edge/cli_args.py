@@ -8,7 +8,9 @@ can import them without importing the module that imports them back. Nothing her
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -57,6 +59,18 @@ def fraction(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
     return value
+
+
+def add_model_command(
+    sub: Any, name: str, help: str, description: str, *, paths_help: str, detector: bool = False
+) -> argparse.ArgumentParser:
+    """The start of every subcommand that runs one model over image paths (``classify``, ``detect``):
+    the parser, its ``PATH`` arguments (``+`` for a classifier; a detector may take them from ``--truth``)
+    and the model options, so both commands spell them alike."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description)
+    p.add_argument("paths", nargs="*" if detector else "+", metavar="PATH", help=paths_help)
+    add_model_args(p, detector=detector)
+    return p
 
 
 def add_model_args(p: argparse.ArgumentParser, detector: bool = False) -> None:
@@ -200,3 +214,15 @@ def broker_from_args(args: argparse.Namespace) -> BrokerURL:
     from edge.watch import parse_broker_url
 
     return parse_broker_url(args.broker, args.protocol, args.ca, args.cert, args.key)
+
+
+def finish_results(doc: dict[str, Any], command: str, as_json: bool) -> int:
+    """The end of a command over image paths: each skipped file named on stderr (one line each), the JSON
+    document printed with ``--json``, and the exit status: 1 when something was skipped, else 0."""
+    errors = [r for r in doc["results"] if "error" in r]
+    for r in errors:
+        print(f"shelfscan-agent {command}: skipped: {r['error']}", file=sys.stderr)
+    if as_json:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 1 if errors else 0

@@ -13,10 +13,10 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, PositiveFloat, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from edge.bounds import Overlap, Port, Share
+from edge.bounds import BelowOne, Inside, Overlap, Port, Share
 from edge.compat import tomllib
 from edge.config_base import Section as _Section
 from edge.config_fleet import EvidenceConfig, HomeAssistantConfig, LiveConfig, MetricsConfig, RolloutConfig
@@ -147,10 +147,8 @@ MEASURED_GAP_SHARE = 0.65
 class CountingConfig(_Section):
     """How the detect_classify pipeline tracks and counts facings (docs/tracking.md)."""
 
-    line: float = Field(
+    line: Inside = Field(
         0.5,
-        gt=0,
-        lt=1,
         description="Counting line as a share of the frame width, perpendicular to the pan: a "
         "facing counts once, when its centre crosses it.",
     )
@@ -170,22 +168,21 @@ class CountingConfig(_Section):
         description="Classifications that settle a facing's label; its facing message waits "
         "for them (or for its track to end).",
     )
-    min_agreement: float = Field(
+    min_agreement: BelowOne = Field(
         0.5,
-        ge=0,
-        lt=1,
         description="The winning label needs more than this share of the track's "
         "score-weighted votes; otherwise the facing is reported as 'unknown'.",
+    )
+    row_gap: PositiveFloat = Field(
+        0.5, description="A box farther than this many box heights from all rows starts one."
     )
     duplicate_iou: Overlap = Field(
         0.3,
         description="A new track overlapping an already counted facing of its row this much "
         "is that facing (stop-and-go, a reversing robot): never counted twice.",
     )
-    row_gap: float = Field(0.5, gt=0, description="A box farther than this many box heights from all rows starts one.")
-    gap_share: float = Field(
+    gap_share: PositiveFloat = Field(
         MEASURED_GAP_SHARE,
-        gt=0,
         description="An empty span wider than this share of the row's median facing width "
         "is an out-of-stock gap (measured spans: the true-geometry rule 0.7 less the 8 % "
         "that detected boxes reach into an empty slot).",

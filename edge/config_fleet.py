@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -24,15 +25,16 @@ class HomeAssistantConfig(_Section):
     )
 
 
+def _bind_address(note: str) -> Any:
+    """The ``host`` field of an HTTP endpoint the agent serves: loopback unless the operator opens it."""
+    return Field("127.0.0.1", description=f"Address the endpoint binds to (default loopback only); {note}.")
+
+
 class MetricsConfig(_Section):
     """The optional Prometheus endpoint (docs/live.md): numbers only, no images."""
 
     enabled: bool = Field(False, description="Serve Prometheus metrics at http://host:port/metrics.")
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the metrics endpoint binds to; the robot's LAN address (or 0.0.0.0) "
-        "when a Prometheus server elsewhere scrapes it.",
-    )
+    host: str = _bind_address("the robot's LAN address (or 0.0.0.0) when a Prometheus server elsewhere scrapes it")
     port: Port = Field(9108, description="Port of the metrics endpoint.")
 
 
@@ -40,10 +42,8 @@ class LiveConfig(_Section):
     """The optional live page for installers (docs/live.md): the camera frame with detections, counts, fps."""
 
     enabled: bool = Field(False, description="Serve the live page at http://host:port/.")
-    host: str = Field(
-        "127.0.0.1",
-        description="Address the live page binds to; any address but loopback needs the password "
-        "(password_env) set, or the agent refuses to start.",
+    host: str = _bind_address(
+        "any address but loopback needs the password (password_env) set, or the agent refuses to start"
     )
     port: Port = Field(8088, description="Port of the live page.")
     password_env: str = Field(

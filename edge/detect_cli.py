@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,25 +26,20 @@ if TYPE_CHECKING:
 
 SHELVES_NAME = "shelves.json"
 SHELVES_SCHEMA = "shelfscan.shelves"
+_HELP = "find product facings (boxes) in images; with box truth, AP and counting error"
+_DESCRIPTION = (
+    "Detect boxes in images. With truth (--truth, or a folder holding shelves.json) also report AP50, AP50:95 "
+    "and the mean absolute count error per image."
+)
+_PATHS_HELP = (
+    "image files or folders (a folder with shelves.json is a composed set: its listed images are detected and scored)"
+)
 
 
 def register(sub: Any, handlers: dict[str, Any]) -> None:
-    from edge.cli_args import add_model_args, add_preprocess_args, positive_int
+    from edge.cli_args import add_model_command, add_preprocess_args, positive_int
 
-    p = sub.add_parser(
-        "detect",
-        help="find product facings (boxes) in images; with box truth, AP and counting error",
-        description="Detect boxes in images. With truth (--truth, or a folder holding shelves.json) also report "
-        "AP50, AP50:95 and the mean absolute count error per image.",
-    )
-    p.add_argument(
-        "paths",
-        nargs="*",
-        metavar="PATH",
-        help="image files or folders (a folder with shelves.json "
-        "is a composed set: its listed images are detected and scored)",
-    )
-    add_model_args(p, detector=True)
+    p = add_model_command(sub, "detect", _HELP, _DESCRIPTION, paths_help=_PATHS_HELP, detector=True)
     dec = p.add_argument_group("decoding (default: the bundle's manifest)")
     dec.add_argument("--score-threshold", type=float, metavar="T", help="drop boxes scoring below T")
     dec.add_argument("--nms-iou", type=float, metavar="IOU", help="centernet: suppress overlaps above this IoU")
@@ -167,6 +161,7 @@ def _out_name(path: Path, used: set[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
+    from edge.cli_args import finish_results
     from edge.detection_metrics import EVAL_SCORE_FLOOR, detection_report
     from edge.detector import detection_settings
     from edge.preprocess import read_image
@@ -229,13 +224,7 @@ def run(args: argparse.Namespace) -> int:
             print(format_report(report, sources))
     elif truth and not args.json:
         print("no image with truth was detected: nothing to score")
-    errors = [r for r in doc["results"] if "error" in r]
-    for r in errors:
-        print(f"shelfscan-agent detect: skipped: {r['error']}", file=sys.stderr)
-    if args.json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    return 1 if errors else 0
+    return finish_results(doc, "detect", args.json)
 
 
 def format_result(result: dict[str, Any], found: Detections, det: Detector) -> str:

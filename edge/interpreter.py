@@ -16,11 +16,11 @@ import importlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.adapters import DetectorIO, ModelIO, describe_detector_io, describe_io
 from edge.delegates import DelegateSpec, load_external_delegate
@@ -30,6 +30,7 @@ from edge.native_stderr import first_interpreter_output
 # The logger keeps the name it had before this module was split from edge.runtime: log
 # configurations and people reading `-v` output know the runtime's lines by it.
 log = logging.getLogger("edge.runtime")
+_IO = TypeVar("_IO")
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 _MODULES = {
@@ -181,13 +182,12 @@ def inspect_model(
     try:
         return interpreter, describe_io(interpreter)
     except ValueError as exc:
-        try:
-            fmt = describe_detector_io(interpreter).format
-        except ValueError:
+        other = _other_kind(interpreter, describe_detector_io)
+        if other is None:
             raise BundleError(f"{model}: {exc}") from None
         raise BundleError(
-            f"{model}: is a detector ({fmt} outputs), not a classifier; use shelfscan-agent detect --model "
-            "/ edge.detector.Detector.from_file"
+            f"{model}: is a detector ({other.format} outputs), not a classifier; use shelfscan-agent detect "
+            "--model / edge.detector.Detector.from_file"
         ) from None
 
 
@@ -197,12 +197,17 @@ def inspect_detector(
     """Open a detector and identify its outputs by shape; a classifier is named as one."""
     interpreter = make_interpreter(model, threads, delegate=delegate)
     try:
-        return interpreter, describe_detector_io(interpreter)
+        io = describe_detector_io(interpreter)
     except ValueError as exc:
-        try:
-            describe_io(interpreter)
-        except ValueError:
-            raise BundleError(f"{model}: {exc}") from None
-        raise BundleError(
-            f"{model}: {exc} (this is a classifier: use shelfscan-agent classify / edge.runtime.Classifier)"
-        ) from None
+        classifier = _other_kind(interpreter, describe_io) is not None
+        hint = " (this is a classifier: use shelfscan-agent classify / edge.runtime.Classifier)" if classifier else ""
+        raise BundleError(f"{model}: {exc}{hint}") from None
+    return interpreter, io
+
+
+def _other_kind(interpreter: Any, describe: Callable[[Any], _IO]) -> _IO | None:
+    """What the model is when it is not what was asked for (so the error can say so), or None."""
+    try:
+        return describe(interpreter)
+    except ValueError:
+        return None

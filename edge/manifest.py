@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from edge.bounds import Overlap, Share
 from edge.errors import BundleError
@@ -83,7 +83,7 @@ class DetectionSpec(_Strict):
         description="centernet: non-maximum suppression drops a box overlapping a better one by more than this "
         "IoU (tflite_postprocess models did their own suppression).",
     )
-    max_detections: int = Field(100, gt=0, description="At most this many boxes per frame, best first.")
+    max_detections: PositiveInt = Field(100, description="At most this many boxes per frame, best first.")
     crop_margin: float = Field(
         0.0,
         ge=0.0,

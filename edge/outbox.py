@@ -291,19 +291,21 @@ class Outbox:
 
     def depth(self) -> int:
         with self._lock:
-            on_disk = 0
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    on_disk = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            on_disk = self._count_on_disk("SELECT COUNT(*) FROM outbox")
             return max(0, on_disk - len(self._unacked_deletes)) + len(self._memory)
 
     def dropped(self) -> int:
         with self._lock:
-            on_disk = 0
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    on_disk = int(self._db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()[0])
-            return on_disk + self._memory_dropped
+            return self._count_on_disk("SELECT value FROM meta WHERE key = 'dropped'") + self._memory_dropped
+
+    def _count_on_disk(self, query: str) -> int:
+        """A number the database holds; 0 without a database or when it cannot be read (a broken file is
+        reported where it breaks, not by every stats call). The caller holds the lock."""
+        if self._db is None:
+            return 0
+        with contextlib.suppress(sqlite3.Error):
+            return int(self._db.execute(query).fetchone()[0])
+        return 0
 
     def close(self) -> None:
         with self._lock:

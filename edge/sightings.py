@@ -24,7 +24,7 @@ class Sighting:
 
     @property
     def mean_score(self) -> float:
-        return self.score_sum / self.frames if self.frames else 0.0
+        return self.score_sum / max(self.frames, 1)  # no frame yet: no score either, 0.0
 
     def add(self, ts: float, score: float) -> None:
         self.last_ts, self.frames = ts, self.frames + 1
