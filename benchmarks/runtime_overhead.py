@@ -58,62 +58,94 @@ def measure(clf: Classifier, frame: np.ndarray, runs: int, warmup: int, desc: st
     }
 
 
+def measure_variant(
+    frame: np.ndarray, threads: int, interpolation: str, impl: str, args: argparse.Namespace, desc: str
+) -> dict:
+    clf = Classifier.from_files(REF / MODEL, REF / "imagenet_labels.txt", threads, interpolation=interpolation)
+    if impl == "c-1thread":
+        clf.preprocessor.threads = 1
+    saved = resample._resample
+    if impl == "pillow":
+        resample._resample = None
+    try:
+        facts = {
+            "threads": threads,
+            "interpolation": interpolation,
+            "resize_impl": impl,
+            "resize_kernel": clf.preprocessor.resize_kernel,
+            "resize_threads": clf.preprocessor.threads if impl.startswith("c") else 1,
+        }
+        return facts | measure(clf, frame, args.runs, args.warmup, desc)
+    finally:
+        resample._resample = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="measure every variant this many times, interleaved: this VM's speed drifts from minute to "
+        "minute, so the reported ratio is the median of the rounds, with their range",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     frame = frame_640x480()
-    results = {}
-    # (interpolation, resize implementation): the compiled C against what runs without it (Pillow)
-    # and against OpenCV's filters.
+    # (interpolation, resize implementation): the compiled C (resizing with as many threads as the
+    # interpreter, and with one) against what runs without it (Pillow) and against OpenCV's filters.
     variants = [
         ("bilinear_antialias", "c"),
+        ("bilinear_antialias", "c-1thread"),
         ("bilinear_antialias", "pillow"),
         ("area", "opencv"),
         ("bilinear", "opencv"),
     ]
-    for threads in args.threads:
-        for interpolation, impl in variants:
-            clf = Classifier.from_files(REF / MODEL, REF / "imagenet_labels.txt", threads, interpolation=interpolation)
-            saved = resample._resample
-            if impl == "pillow":
-                resample._resample = None
-            try:
+    rounds: dict[str, list[dict]] = {}
+    for round_no in range(args.rounds):
+        for threads in args.threads:
+            for interpolation, impl in variants:
+                if impl == "c-1thread" and threads == 1:
+                    continue
                 key = f"{threads}t/{interpolation}/{impl}"
-                facts = {
-                    "threads": threads,
-                    "interpolation": interpolation,
-                    "resize_impl": impl,
-                    "resize_kernel": clf.preprocessor.resize_kernel,
-                }
-                results[key] = facts | measure(clf, frame, args.runs, args.warmup, key)
-            finally:
-                resample._resample = saved
+                rounds.setdefault(key, []).append(
+                    measure_variant(frame, threads, interpolation, impl, args, f"{key} #{round_no + 1}")
+                )
+    results = {}
+    for key, measured in rounds.items():
+        ratios = sorted(m["ratio_p50"] for m in measured)
+        middle = sorted(measured, key=lambda m: m["ratio_p50"])[len(measured) // 2]
+        results[key] = middle | {"ratio_rounds": ratios}
     rows = [
-        "| threads | interpolation | resize (kernel) | bare invoke p50 (ms) | frame→top-k p50 (ms) | p99 "
-        "| preprocess p50 | ratio p50 | top-1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| threads | interpolation | resize (kernel) | resize threads | bare invoke p50 (ms) | frame→top-k p50 (ms) "
+        "| p99 | preprocess p50 | ratio p50 (median of rounds) | rounds' range | top-1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results.values():
+        low, high = r["ratio_rounds"][0], r["ratio_rounds"][-1]
         rows.append(
             f"| {r['threads']} | {r['interpolation']} | {r['resize_impl']} ({r['resize_kernel']}) | "
-            f"{r['bare_invoke_ms']['p50']:.3f} | "
+            f"{r['resize_threads']} | {r['bare_invoke_ms']['p50']:.3f} | "
             f"{r['frame_to_topk_ms']['p50']:.3f} | {r['frame_to_topk_ms']['p99']:.3f} | "
-            f"{r['preprocess_ms']['p50']:.3f} | **{r['ratio_p50']:.3f}** | {r['top1'][0]} {r['top1'][1]:.2f} |"
+            f"{r['preprocess_ms']['p50']:.3f} | **{r['ratio_p50']:.3f}** | {low:.3f}–{high:.3f} | "
+            f"{r['top1'][0]} {r['top1'][1]:.2f} |"
         )
     body = (
         f"Model `{MODEL}` (uint8 in/out), frame: `coffee.png` resized to 640x480 BGR. Per iteration, same "
         "interpreter: one bare `invoke()` then one `classify_bgr(frame, k=5)` (centre crop, resize, "
         "colour, quantize, set_tensor, invoke, top-k). `c` is the compiled Pillow-exact resampler "
         "(`edge/_resample.c`, portable C; the kernel column says which vector instructions the "
-        "compiler's clone for this CPU uses: a Raspberry Pi runs the same C with NEON), `pillow` the "
+        "compiler's clone for this CPU uses: a Raspberry Pi runs the same C with NEON); it resizes in "
+        "strips of 32 output rows shared by as many threads as the interpreter has (`c-1thread`: the same "
+        "code on the calling thread alone). `pillow` is the "
         "fallback without a compiler, `opencv` OpenCV's `INTER_AREA` / `INTER_LINEAR_EXACT` (the `area` and "
         "`bilinear` interpolations; different pixels than Pillow: different scores). "
-        f"{args.runs} measured iterations after {args.warmup} warm-up. Ratio = frame→top-k p50 / bare invoke p50.\n\n"
-        + "\n".join(rows)
+        f"{args.runs} measured iterations after {args.warmup} warm-up, in each of {args.rounds} rounds that "
+        "interleave all variants (this VM's speed drifts between minutes); the row is the round with the "
+        "median ratio. Ratio = frame→top-k p50 / bare invoke p50.\n\n" + "\n".join(rows)
     )
     print(write_report("runtime", "Edge runtime overhead (foundation)", results, body).read_text())
 

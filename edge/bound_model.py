@@ -123,11 +123,12 @@ class BoundModel(Generic[IO]):
 
     # -- shared -------------------------------------------------------------------------------
     def make_preprocessor(self, spec: PreprocessSpec) -> Preprocessor:
-        """A preprocessor that writes ``spec``'s pixels in this model's input type and quantization."""
+        """A preprocessor that writes ``spec``'s pixels in this model's input type and quantization; it resizes
+        with as many threads as the interpreter has (they are idle while a frame is resized)."""
         info = self.io.input
         # arg-type: TensorInfo.dtype is the model's dtype name (str); nothing rejects float16/int16 inputs before
         # this, so narrowing to InputDType here would change behaviour.
-        return Preprocessor(spec, info.dtype, info.scale, info.zero_point)  # type: ignore[arg-type]
+        return Preprocessor(spec, info.dtype, info.scale, info.zero_point, self.threads)  # type: ignore[arg-type]
 
     def run_model(self) -> None:
         """Hand the preprocessor's buffer to the interpreter and invoke it (no output read)."""

@@ -153,9 +153,15 @@ class Preprocessor:
     """
 
     def __init__(
-        self, spec: PreprocessSpec, dtype: InputDType = "float32", scale: float = 0.0, zero_point: int = 0
+        self,
+        spec: PreprocessSpec,
+        dtype: InputDType = "float32",
+        scale: float = 0.0,
+        zero_point: int = 0,
+        threads: int = 1,
     ) -> None:
         self.spec = spec
+        self.threads = threads  # the compiled resampler's bands (docs/preprocessing.md)
         self.dtype: InputDType = dtype
         self.scale, self.zero_point = float(scale), int(zero_point)
         h, w = spec.height, spec.width
@@ -222,7 +228,7 @@ class Preprocessor:
             box = self._boxes[size] = crop_box(size[0], size[1], self.spec)
         swap = order != self.spec.color_order
         if self._interp < 0:
-            return resize_antialias(image, box, out, swap)
+            return resize_antialias(image, box, out, swap, self.threads)
         y0, y1, x0, x1 = box
         if not swap:
             return cv2.resize(image[y0:y1, x0:x1], (self.spec.width, self.spec.height), out, 0, 0, self._interp)

@@ -26,7 +26,16 @@ class _CompiledResample(Protocol):
     """What ``edge._resample`` (typed by ``edge/_resample.pyi``) offers; the name holds it or None."""
 
     def resize(
-        self, src: np.ndarray, y0: int, y1: int, x0: int, x1: int, dst: np.ndarray, swap: bool = False, /
+        self,
+        src: np.ndarray,
+        y0: int,
+        y1: int,
+        x0: int,
+        x1: int,
+        dst: np.ndarray,
+        swap: bool = False,
+        threads: int = 1,
+        /,
     ) -> None: ...
 
     def kernel(self) -> str: ...
@@ -51,19 +60,20 @@ def kernel() -> str:
 
 
 def resize_antialias(
-    image: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray, swap: bool = False
+    image: np.ndarray, box: tuple[int, int, int, int], out: np.ndarray, swap: bool = False, threads: int = 1
 ) -> np.ndarray:
     """Resize ``image[y0:y1, x0:x1]`` (``box = (y0, y1, x0, x1)``) into ``out`` of shape ``(h, w, 3)``.
 
     ``swap`` reverses the channel order on the way (BGR frame, RGB model): the compiled
-    resampler does it while gathering pixels, saving a pass over the output.
+    resampler does it while gathering pixels, saving a pass over the output. ``threads`` > 1 splits the
+    output rows into bands resized in parallel (compiled resampler only; the pixels are the same).
     """
     y0, y1, x0, x1 = box
     if _resample is not None:
         try:
-            _resample.resize(image, y0, y1, x0, x1, out, swap)
+            _resample.resize(image, y0, y1, x0, x1, out, swap, threads)
         except (ValueError, BufferError):  # a strided view (a frame slice): copy once, then resize
-            _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap)
+            _resample.resize(np.ascontiguousarray(image), y0, y1, x0, x1, out, swap, threads)
         return out
     from PIL import Image
 

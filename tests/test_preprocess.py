@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import platform
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -106,24 +109,67 @@ def test_bgr_model_gets_swapped_channels():
     assert bgr.from_bgr(frame)[0, 0, 0].tolist() == [10, 20, 30]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize(
     "shape",
-    # the last one scales by 22: wider than the SIMD kernel's 128-byte window, so the C module
-    # takes its portable path even where the SIMD one exists
-    [(480, 640, 224, 224), (300, 451, 224, 224), (1080, 1920, 299, 299), (50, 40, 96, 96), (1080, 1920, 48, 48)],
+    # camera frames to classifier and detector inputs, a 22x reduction, a small crop enlarged, and an
+    # output of fewer rows than one strip (32): one thread does it all whatever was asked
+    [
+        (480, 640, 224, 224),
+        (300, 451, 224, 224),
+        (1080, 1920, 299, 299),
+        (50, 40, 96, 96),
+        (1080, 1920, 48, 48),
+        (480, 640, 20, 20),
+    ],
 )
-def test_antialias_resize_matches_pillow_exactly(shape):
+def test_antialias_resize_matches_pillow_exactly(shape, threads):
     h, w, oh, ow = shape
     img = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
     box = (y0, y0 + s, x0, x0 + s)
     want = np.asarray(Image.fromarray(img[y0 : y0 + s, x0 : x0 + s]).resize((ow, oh), Image.Resampling.BILINEAR))
-    got = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8))
+    got = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8), threads=threads)
     assert resample.backend() == "c"  # built by `make setup`; the fallback is tested below
     np.testing.assert_array_equal(got, want)
-    swapped = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8), swap=True)
+    swapped = resample.resize_antialias(img, box, np.empty((oh, ow, 3), np.uint8), swap=True, threads=threads)
     np.testing.assert_array_equal(swapped, want[..., ::-1])
+
+
+def test_threaded_resizes_from_several_callers_and_after_fork_are_exact():
+    # The helper threads serve one call at a time; concurrent callers (agent pipeline, live page, a
+    # rollout's canary) must each get their own exact pixels, and a forked child starts helpers anew.
+    img = np.random.default_rng(5).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    box = (0, 480, 80, 560)
+    want = np.asarray(Image.fromarray(img[:, 80:560]).resize((224, 224), Image.Resampling.BILINEAR))
+    resample.resize_antialias(img, box, np.empty((224, 224, 3), np.uint8), threads=2)  # helpers started
+    wrong: list[int] = []
+
+    def caller() -> None:
+        out = np.empty((224, 224, 3), np.uint8)
+        for _ in range(40):
+            if not np.array_equal(resample.resize_antialias(img, box, out, threads=2), want):
+                wrong.append(1)
+
+    callers = [threading.Thread(target=caller) for _ in range(3)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in callers), "a resize never returned"
+    assert not wrong
+    pid = os.fork()
+    if pid == 0:  # the child: no helper threads came along
+        ok = np.array_equal(resample.resize_antialias(img, box, np.empty((224, 224, 3), np.uint8), threads=2), want)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        pytest.fail("the forked child's resize hung")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 def test_strided_frames_are_resized_like_contiguous_ones():
