@@ -258,7 +258,8 @@ static unsigned long pool_born[MAX_PARTS]; /* pool_generation when each helper w
 #endif
 
 static int resize_strip(const Job *job, int strip) {
-    int oy0 = strip * job->strip_rows, oy1 = oy0 + job->strip_rows < job->plan->oh ? oy0 + job->strip_rows : job->plan->oh;
+    int oy0 = strip * job->strip_rows, oy1 = oy0 + job->strip_rows;
+    if (oy1 > job->plan->oh) oy1 = job->plan->oh;
     return resize_rows(job->src, job->stride, job->dst, job->plan, oy0, oy1);
 }
 
