@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define PRECISION_BITS (32 - 8 - 2)
 
@@ -227,7 +228,7 @@ static int resize_rows(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, cons
  * After fork() the child has no helpers: they are started again. */
 #define STRIP_ROWS 32
 #define MAX_PARTS 4
-#define STRIP_BITS 16
+#define STRIP_BITS 24 /* of the 64-bit counter; the generation has the other 40 */
 
 typedef struct {
     const uint8_t *src;
@@ -241,13 +242,14 @@ static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
 static int pool_helpers;              /* helper threads running */
-static unsigned long pool_generation; /* bumped per call that wakes the helpers */
+static uint64_t pool_generation;      /* bumped per call that wakes the helpers */
 static int pool_parts;                /* threads the current call may use, the caller's included */
 static Job pool_job;
-static atomic_ulong pool_next;  /* (generation << STRIP_BITS) | next strip */
+static _Atomic uint64_t pool_next; /* (generation << STRIP_BITS) | next strip */
 static atomic_int pool_active;  /* helpers between claiming a strip and finishing it */
 static atomic_int pool_failed;
-static unsigned long pool_born[MAX_PARTS]; /* pool_generation when each helper was started */
+static uint64_t pool_born[MAX_PARTS]; /* pool_generation when each helper was started */
+static int pool_refused;              /* pthread_create failed: no more attempts (until a fork) */
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -264,11 +266,11 @@ static int resize_strip(const Job *job, int strip) {
 }
 
 /* Claim the next strip of call `generation`; -1 when none is left (or the call is over). */
-static int claim_strip(unsigned long generation, int strips) {
-    unsigned long cur = atomic_load(&pool_next);
+static int claim_strip(uint64_t generation, int strips) {
+    uint64_t cur = atomic_load(&pool_next);
     for (;;) {
-        if (cur >> STRIP_BITS != (generation & (~0UL >> STRIP_BITS))) return -1;
-        int strip = (int)(cur & ((1UL << STRIP_BITS) - 1));
+        if (cur >> STRIP_BITS != (generation & (~(uint64_t)0 >> STRIP_BITS))) return -1;
+        int strip = (int)(cur & (((uint64_t)1 << STRIP_BITS) - 1));
         if (strip >= strips) return -1;
         if (atomic_compare_exchange_weak(&pool_next, &cur, cur + 1)) return strip;
     }
@@ -277,7 +279,7 @@ static int claim_strip(unsigned long generation, int strips) {
 static void *pool_helper(void *arg) {
     int index = (int)(intptr_t)arg; /* 1 .. MAX_PARTS - 1: the caller is 0 */
     pthread_mutex_lock(&pool_mu);
-    unsigned long seen = pool_born[index]; /* the call that started it may have posted its work already */
+    uint64_t seen = pool_born[index]; /* the call that started it may have posted its work already */
     for (;;) {
         while (pool_generation == seen) pthread_cond_wait(&pool_wake, &pool_mu);
         seen = pool_generation;
@@ -296,18 +298,25 @@ static void *pool_helper(void *arg) {
     return NULL;
 }
 
+/* The child of a fork has only the forking thread: whatever the helpers were doing (a resize on
+ * another thread, mid-strip) is gone with them, so every piece of pool state starts over. Re-initialising
+ * a mutex another thread held at the fork is what glibc's own atfork handlers do. */
 static void pool_after_fork(void) {
     pthread_mutex_init(&pool_busy, NULL);
     pthread_mutex_init(&pool_mu, NULL);
     pthread_cond_init(&pool_wake, NULL);
     pool_helpers = 0;
+    pool_refused = 0;
+    atomic_store(&pool_active, 0);
+    atomic_store(&pool_failed, 0);
 }
 
-/* Start helpers up to `wanted` (pool_mu held); returns how many run (fewer when threads are refused). */
+/* Start helpers up to `wanted` (pool_mu held); returns how many run. Once the system refuses a thread
+ * (a pids limit, no memory), no further call asks again: the calls just use the helpers there are. */
 static int pool_grow(int wanted) {
     static int atfork_set;
     if (!atfork_set) atfork_set = pthread_atfork(NULL, NULL, pool_after_fork) == 0;
-    while (pool_helpers < wanted) {
+    while (pool_helpers < wanted && !pool_refused) {
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -316,20 +325,26 @@ static int pool_grow(int wanted) {
         pool_born[pool_helpers + 1] = pool_generation;
         int rc = pthread_create(&t, &attr, pool_helper, (void *)(intptr_t)(pool_helpers + 1));
         pthread_attr_destroy(&attr);
-        if (rc) break;
+        if (rc) {
+            pool_refused = 1;
+            break;
+        }
         pool_helpers++;
     }
     return pool_helpers;
 }
 
 static int resize_window(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, const Plan *p, int threads) {
+    static long cpus;
+    if (!cpus) cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int strips = (p->oh + STRIP_ROWS - 1) / STRIP_ROWS;
     int parts = threads < MAX_PARTS ? threads : MAX_PARTS;
+    if (parts > cpus) parts = (int)cpus; /* more threads than cores would only wait for each other */
     if (parts > strips) parts = strips;
     if (parts > 1) strips = (strips + parts - 1) / parts * parts; /* as many strips for every thread */
     int strip_rows = (p->oh + strips - 1) / strips;
     Job job = {src, stride, dst, p, (p->oh + strip_rows - 1) / strip_rows, strip_rows};
-    if (parts < 2 || pthread_mutex_trylock(&pool_busy)) {
+    if (parts < 2 || job.strips >= (1 << STRIP_BITS) || pthread_mutex_trylock(&pool_busy)) {
         for (int i = 0; i < job.strips; i++)
             if (resize_strip(&job, i)) return -1;
         return 0;
@@ -338,8 +353,8 @@ static int resize_window(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, co
     pool_parts = parts > pool_grow(parts - 1) + 1 ? pool_helpers + 1 : parts;
     pool_job = job;
     atomic_store(&pool_failed, 0);
-    unsigned long generation = ++pool_generation;
-    atomic_store(&pool_next, (generation & (~0UL >> STRIP_BITS)) << STRIP_BITS);
+    uint64_t generation = ++pool_generation;
+    atomic_store(&pool_next, (generation & (~(uint64_t)0 >> STRIP_BITS)) << STRIP_BITS);
     pthread_cond_broadcast(&pool_wake);
     pthread_mutex_unlock(&pool_mu);
     int failed = 0, strip;
