@@ -215,13 +215,14 @@ static int resize_rows(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, cons
 
 /* The work of one call, in strips of at most STRIP_ROWS output rows, as many for every thread (224
  * rows on 2 threads: 8 strips of 28, not 7 of 32 of which one thread would do 4). A strip's scratch
- * (~100 KB for a 480-row window) stays in the core's L2 cache from strip to strip, where a whole-window pass would
- * write 1.3 MB and push the model's weights out of the cache the next invoke needs (measured: a
+ * (~100 KB for a 480-row window) stays in the core's L2 cache from strip to strip, where a
+ * whole-window pass would write 1.3 MB and push the model's weights out of the cache the next
+ * invoke needs (measured: a
  * 480x480 -> 224x224 resize right after an invoke took 0.85 ms whole-window, 0.44 ms in strips). A
  * strip recomputes the few input rows it shares with the previous one (~4 % more horizontal work).
  *
  * Threads take strips from one counter (`next`: the call's generation in the high bits, the next
- * strip in the low 16), so a helper that wakes late, or shares its core with something else, takes
+ * strip in the low STRIP_BITS), so a helper that wakes late, or shares its core with something else, takes
  * fewer strips instead of holding the call up. One call at a time uses the helpers (`pool_busy`); a
  * call that finds them taken (another Python thread resizing) runs alone rather than wait. Helpers
  * sleep on a condition variable between calls, so they take no CPU while the interpreter runs.
