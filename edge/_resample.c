@@ -186,7 +186,7 @@ static Plan *plan_get(int wy, int wx, int oh, int ow, int swap) {
 /* Pillow's order: horizontal pass (rounded to 8 bits) over the rows the vertical pass needs,
  * then the vertical pass. Portable path: transpose -> row pass -> transpose -> row pass, so
  * both passes run over contiguous bytes the compiler vectorizes. Output rows [oy0, oy1) only:
- * bands are independent (each takes the input rows it needs), so threads can share a frame. */
+ * strips are independent (each takes the input rows it needs), so threads can share a frame. */
 static int resize_rows(const uint8_t *src, Py_ssize_t stride, uint8_t *dst, const Plan *p, int oy0, int oy1) {
     int wx = p->wx, ow = p->ow;
     int ybox0 = p->yb[2 * oy0], ybox1 = p->yb[2 * (oy1 - 1)] + p->yb[2 * (oy1 - 1) + 1], rows = ybox1 - ybox0;
@@ -422,7 +422,7 @@ static PyObject *py_kernel(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"resize", py_resize, METH_VARARGS,
      "resize(src, y0, y1, x0, x1, dst, swap=False, threads=1): Pillow-exact antialiased bilinear, in up to "
-     "`threads` bands (at most 4) computed in parallel."},
+     "`threads` threads (at most 4) sharing its strips of rows."},
     {"kernel", py_kernel, METH_NOARGS,
      "kernel(): 'c-neon', 'c-avx2', 'c-sse2' or 'c': the vector instructions resize() runs with here."},
     {NULL, NULL, 0, NULL},

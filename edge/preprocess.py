@@ -161,7 +161,7 @@ class Preprocessor:
         threads: int = 1,
     ) -> None:
         self.spec = spec
-        self.threads = threads  # the compiled resampler's bands (docs/preprocessing.md)
+        self.threads = threads  # threads the compiled resampler may share a frame with (docs/preprocessing.md)
         self.dtype: InputDType = dtype
         self.scale, self.zero_point = float(scale), int(zero_point)
         h, w = spec.height, spec.width

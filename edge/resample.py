@@ -66,7 +66,7 @@ def resize_antialias(
 
     ``swap`` reverses the channel order on the way (BGR frame, RGB model): the compiled
     resampler does it while gathering pixels, saving a pass over the output. ``threads`` > 1 splits the
-    output rows into bands resized in parallel (compiled resampler only; the pixels are the same).
+    output rows into strips resized in parallel (compiled resampler only; the pixels are the same).
     """
     y0, y1, x0, x1 = box
     if _resample is not None:
